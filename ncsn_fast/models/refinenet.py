@@ -1,0 +1,176 @@
+"""NCSN and NCSNv2 score networks: a RefineNet with dilated ResBlocks (paper Appendix B.1, Tables 2–3).
+
+All four official layouts (and NCSN's deeper one) are the same network with a different list of stages, so
+they share one forward. Stage and block names are the official ones (``res1``, ``res31``, ``refine31`` ...).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ncsn_fast.models.registry import register_model
+from ncsn_fast.nn.layers import RefineBlock, ResidualBlock, get_act
+from ncsn_fast.nn.normalization import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus
+from ncsn_fast.techniques import get_sigmas
+
+if TYPE_CHECKING:
+    from ncsn_fast.config import Config
+
+# A stage: (name, in multiple of ngf, out multiple of ngf, dilation of the stage or None, downsampling?).
+# Each stage is two ResBlocks: the first with resample='down' when downsampling, the second plain.
+_V2 = [
+    ("res1", 1, 1, None, False),
+    ("res2", 1, 2, None, True),
+    ("res3", 2, 2, 2, True),
+    ("res4", 2, 2, 4, True),
+]
+# Refine stages in the order they run, deepest first: (name, features multiple).
+_V2_REFINE = [("refine1", 2), ("refine2", 2), ("refine3", 1), ("refine4", 1)]
+
+_DEEPER = [
+    ("res1", 1, 1, None, False),
+    ("res2", 1, 2, None, True),
+    ("res3", 2, 2, None, True),
+    ("res4", 2, 4, 2, True),
+    ("res5", 4, 4, 4, True),
+]
+_DEEPER_REFINE = [("refine1", 4), ("refine2", 2), ("refine3", 2), ("refine4", 1), ("refine5", 1)]
+
+_DEEPEST = [
+    ("res1", 1, 1, None, False),
+    ("res2", 1, 2, None, True),
+    ("res3", 2, 2, None, True),
+    ("res31", 2, 2, None, True),
+    ("res4", 2, 4, 2, True),
+    ("res5", 4, 4, 4, True),
+]
+_DEEPEST_REFINE = [
+    ("refine1", 4),
+    ("refine2", 2),
+    ("refine31", 2),
+    ("refine3", 2),
+    ("refine4", 1),
+    ("refine5", 1),
+]
+
+
+class RefineNetScore(nn.Module):
+    """Shared body of NCSN / NCSNv2. Subclasses set the layout and whether conditioning is by norm or by σ."""
+
+    stages: list = _V2
+    refine_stages: list = _V2_REFINE
+    conditional: bool = False  # True: CondInstanceNorm++ (NCSN); False: InstanceNorm++ and s(x)/σ (NCSNv2)
+    downsample_factor: int = 2
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        ngf = config.model.ngf
+        channels = config.data.channels
+        self.rescale_input = not config.data.logit_transform and not config.data.rescaled
+        self.num_classes = config.model.num_classes
+        self.act = act = get_act(config.model.nonlinearity)
+        if self.conditional:
+            norm = partial(ConditionalInstanceNorm2dPlus, num_classes=self.num_classes)
+        else:
+            norm = InstanceNorm2dPlus
+            self.register_buffer("sigmas", get_sigmas(config))
+
+        self.begin_conv = nn.Conv2d(channels, ngf, 3, stride=1, padding=1)
+        self.normalizer = norm(ngf)
+        self.end_conv = nn.Conv2d(ngf, channels, 3, stride=1, padding=1)
+
+        for name, cin, cout, dilation, down in self.stages:
+            blocks = [
+                ResidualBlock(cin * ngf, cout * ngf, norm, act, resample="down" if down else None, dilation=dilation),
+                ResidualBlock(cout * ngf, cout * ngf, norm, act, resample=None, dilation=dilation),
+            ]
+            setattr(self, name, nn.ModuleList(blocks))
+
+        refine_norm = norm if self.conditional else None
+        feats = [cout * ngf for _, _, cout, _, _ in self.stages][::-1]  # deepest first
+        prev = None
+        n = len(self.refine_stages)
+        for i, (name, mult) in enumerate(self.refine_stages):
+            in_planes = [feats[i]] if prev is None else [feats[i], prev]
+            block = RefineBlock(
+                in_planes,
+                mult * ngf,
+                act,
+                norm=refine_norm,
+                start=i == 0,
+                end=i == n - 1,
+                maxpool=not self.conditional,
+            )
+            setattr(self, name, block)
+            prev = mult * ngf
+        self._stage_names = [s[0] for s in self.stages]
+        self._refine_names = [r[0] for r in self.refine_stages]
+
+    def features(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The network output before Technique 3's division by σ."""
+        h = 2 * x - 1.0 if self.rescale_input else x
+        h = self.begin_conv(h)
+        layers = []
+        for name in self._stage_names:
+            for block in getattr(self, name):
+                h = block(h, y)
+            layers.append(h)
+        ref = None
+        for name, skip in zip(self._refine_names, reversed(layers)):
+            xs = [skip] if ref is None else [skip, ref]
+            ref = getattr(self, name)(xs, skip.shape[2:], y)
+        h = self.end_conv(self.act(self.normalizer(ref, y)))
+        return h
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Score s_θ(x, σ_y): x in the config's data space ([0, 1] by default), y = noise-level indices (long)."""
+        h = self.features(x, y)
+        if self.conditional:
+            return h
+        used = self.sigmas[y].view(x.shape[0], *([1] * (x.dim() - 1)))
+        return h / used  # Technique 3: s_θ(x, σ) = s_θ(x)/σ
+
+
+@register_model("ncsnv2")
+class NCSNv2(RefineNetScore):
+    """NCSNv2 for 28–64 px images (paper Table 3a)."""
+
+
+@register_model("ncsnv2_deeper")
+class NCSNv2Deeper(RefineNetScore):
+    """NCSNv2 for 96–128 px images (paper Table 3b)."""
+
+    stages = _DEEPER
+    refine_stages = _DEEPER_REFINE
+    downsample_factor = 4
+
+
+@register_model("ncsnv2_deepest")
+class NCSNv2Deepest(RefineNetScore):
+    """NCSNv2 for 256 px images (paper Table 3c)."""
+
+    stages = _DEEPEST
+    refine_stages = _DEEPEST_REFINE
+    downsample_factor = 8
+
+
+@register_model("ncsn")
+class NCSN(RefineNetScore):
+    """The original NCSN (paper Table 2a): CondInstanceNorm++ everywhere, average pooling in CRP, no σ division."""
+
+    conditional = True
+
+
+@register_model("ncsn_deeper")
+class NCSNDeeper(RefineNetScore):
+    """The original NCSN for 96–128 px images (paper Table 2b)."""
+
+    conditional = True
+    stages = _DEEPER
+    refine_stages = _DEEPER_REFINE
+    downsample_factor = 4

@@ -1,0 +1,63 @@
+"""Build of ncsn_fast._C, the compiled kernels (CPU always, CUDA when a toolkit and a CUDA torch are present).
+
+Switches (environment): NCSN_FAST_BUILD_EXT=0 skips the extension; NCSN_FAST_BUILD_CUDA=0/1 forces CUDA off/on;
+TORCH_CUDA_ARCH_LIST and MAX_JOBS are honoured (MAX_JOBS defaults to the core count, capped by memory).
+With no C++ sources in csrc/ (the kernels come with their own issues) a pure-Python package is built, and
+torch is not imported at build time at all.
+"""
+
+import glob
+import os
+import warnings
+
+from setuptools import setup
+
+
+def resolve_cuda_home():
+    """CUDA_HOME from the environment, else the conventional /usr/local/cuda.
+
+    torch guesses CUDA_HOME from the `nvcc` on PATH; on machines where that is a wrapper outside the toolkit the
+    guess is wrong and linking -lcudart fails, so the location is settled here before torch looks.
+    """
+    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if candidate and os.path.isfile(os.path.join(candidate, "bin", "nvcc")):
+            os.environ["CUDA_HOME"] = candidate
+            return candidate
+    return None
+
+
+def default_max_jobs():
+    cores = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gib = 8
+    return str(max(1, min(cores, int(mem_gib // 4))))  # a CUDA translation unit can take ~4 GiB
+
+
+def extensions():
+    cpp = sorted(glob.glob("csrc/cpu/*.cpp")) + sorted(glob.glob("csrc/*.cpp"))
+    cu = sorted(glob.glob("csrc/cuda/*.cu"))
+    if not cpp or os.environ.get("NCSN_FAST_BUILD_EXT", "1") == "0":
+        return [], {}
+    cuda_home = resolve_cuda_home()
+    os.environ.setdefault("MAX_JOBS", default_max_jobs())
+    try:
+        import torch
+        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    except ImportError:
+        warnings.warn("torch is not importable at build time: building without ncsn_fast._C", stacklevel=1)
+        return [], {}
+    flag = os.environ.get("NCSN_FAST_BUILD_CUDA")
+    use_cuda = bool(cu) and (flag == "1" or (flag is None and cuda_home is not None and torch.version.cuda))
+    args = {"cxx": ["-O3", "-std=c++17"]}
+    if use_cuda:
+        args["nvcc"] = ["-O3", "-std=c++17", "--use_fast_math"]
+        ext = CUDAExtension("ncsn_fast._C", cpp + cu, extra_compile_args=args, py_limited_api=False)
+    else:
+        ext = CppExtension("ncsn_fast._C", cpp, extra_compile_args=args)
+    return [ext], {"build_ext": BuildExtension}
+
+
+ext_modules, cmdclass = extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)
