@@ -41,14 +41,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {str(p)!r}: not a readable torch file (truncated or corrupt?): {first}") from None
+        raise CheckpointError(
+            f"checkpoint {str(p)!r}: not a readable torch file (truncated or corrupt?): {first}"
+        ) from None
     return normalize_checkpoint(raw, str(p))
 
 
 def normalize_checkpoint(raw: Any, where: str = "checkpoint") -> dict[str, Any]:
     if isinstance(raw, (list, tuple)):
         if len(raw) < 1 or not isinstance(raw[0], dict):
-            raise CheckpointError(f"{where}: a list that is not the official [model_state, optimizer, epoch, step, ema] form")
+            raise CheckpointError(
+                f"{where}: a list that is not the official [model_state, optimizer, epoch, step, ema] form"
+            )
         model_state = {k.removeprefix("module."): v for k, v in raw[0].items()}
         ema = raw[4] if len(raw) > 4 and isinstance(raw[4], dict) and raw[4] else None
         return {

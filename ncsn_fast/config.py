@@ -210,7 +210,9 @@ def validate(cfg: Config) -> None:
     _positive("model.sigma_begin", m.sigma_begin)
     _positive("model.sigma_end", m.sigma_end)
     if m.sigma_end >= m.sigma_begin:
-        raise ConfigError(f"model.sigma_end: must be smaller than model.sigma_begin ({m.sigma_begin}), got {m.sigma_end}")
+        raise ConfigError(
+            f"model.sigma_end: must be smaller than model.sigma_begin ({m.sigma_begin}), got {m.sigma_end}"
+        )
     if m.num_classes < 1:
         raise ConfigError(f"model.num_classes: must be at least 1, got {m.num_classes}")
     if m.sigma_dist not in ("geometric", "uniform"):
@@ -226,7 +228,9 @@ def validate(cfg: Config) -> None:
     from ncsn_fast.nn.layers import ACTIVATIONS
 
     if m.nonlinearity.lower() not in ACTIVATIONS:
-        raise ConfigError(f"model.nonlinearity: unknown activation {m.nonlinearity!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(
+            f"model.nonlinearity: unknown activation {m.nonlinearity!r}; choose one of {sorted(ACTIVATIONS)}"
+        )
     if d.channels < 1:
         raise ConfigError(f"data.channels: must be at least 1, got {d.channels}")
     if d.image_size < 1:

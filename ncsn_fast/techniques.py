@@ -70,9 +70,9 @@ def noise_ratio(dim: int) -> float:
     """Technique 2: γ = σ_{i-1}/σ_i solving Φ(√(2D)(γ−1)+3γ) − Φ(√(2D)(γ−1)−3γ) = 0.5.
 
     The rule comes from the Gaussian approximation of ‖x‖ in high dimension (Proposition 2), so it is meant
-    for large D (images: D ≥ 10³). For small D it still has a root but it is large (D = 64 gives γ ≈ 1.36,
-    D = 8 gives γ ≈ 4.0, D = 5 gives γ ≈ 19.5) and the approximation behind it is poor; for D ≤ 4 there is no root at all
-    (√(2D) ≤ 3: the left side never falls to 0.5), and a ValueError says so.
+    for large D (images: D ≥ 10³). For small D it still has a root but a large one (D = 64 gives γ ≈ 1.36,
+    D = 8 gives γ ≈ 4.0, D = 5 gives γ ≈ 19.5) and the approximation behind it is poor; for D ≤ 4 there is
+    no root at all (√(2D) ≤ 3: the left side never falls to 0.5), and a ValueError says so.
     """
     if dim < 1:
         raise ValueError(f"dim: must be a positive number of dimensions, got {dim}")

@@ -121,7 +121,7 @@ class RefineNetScore(nn.Module):
                 h = block(h, y)
             layers.append(h)
         ref = None
-        for name, skip in zip(self._refine_names, reversed(layers)):
+        for name, skip in zip(self._refine_names, reversed(layers), strict=False):
             xs = [skip] if ref is None else [skip, ref]
             ref = getattr(self, name)(xs, skip.shape[2:], y)
         h = self.end_conv(self.act(self.normalizer(ref, y)))

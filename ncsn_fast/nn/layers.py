@@ -195,7 +195,7 @@ class RefineBlock(nn.Module):
         self.n_inputs = len(in_planes)
 
     def forward(self, xs: Sequence[torch.Tensor], shape: Sequence[int], y: torch.Tensor | None = None) -> torch.Tensor:
-        hs = [adapt(x, y) for adapt, x in zip(self.adapt_convs, xs)]
+        hs = [adapt(x, y) for adapt, x in zip(self.adapt_convs, xs, strict=False)]
         h = self.msf(hs, shape, y) if self.n_inputs > 1 else hs[0]
         h = self.crp(h, y)
         return self.output_convs(h, y)
