@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = ["ncsnv2_32", "ncsn_32", "ncsnv2deeper_64", "ncsnv2deepest_64"]
+
+
+def reference_root() -> Path:
+    """../shared/reference beside the checkout (NCSN_FAST_REFERENCE overrides)."""
+    env = os.environ.get("NCSN_FAST_REFERENCE")
+    return Path(env) if env else REPO.parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    root = reference_root()
+    if not (root / "ncsnv2_32" / "vectors.pt").is_file():
+        pytest.fail(f"ground truth missing: {root} (set NCSN_FAST_REFERENCE to the shared/reference folder)")
+    return root
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    # Fresh random inputs per test, but reproducible when a test fails.
+    torch.manual_seed(int.from_bytes(os.urandom(4), "little") if os.environ.get("NCSN_FAST_RANDOM_SEED") else 1234)
