@@ -43,12 +43,16 @@ def _read_image(path: str, arg: str) -> torch.Tensor:
             raise CLIError(f"{arg}: {path!r} does not hold a tensor")
         t = t.float()
     else:
-        from torchvision.io import ImageReadMode, decode_image
+        import numpy as np
+        from PIL import Image, UnidentifiedImageError
 
         try:
-            t = decode_image(str(p), mode=ImageReadMode.UNCHANGED).float() / 255.0
-        except RuntimeError as exc:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("L") if im.mode in ("L", "1", "I;16", "P") else im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
             raise CLIError(f"{arg}: cannot read image {path!r}: {exc}") from None
+        t = torch.from_numpy(arr.copy()).float() / 255.0
+        t = t.permute(2, 0, 1) if t.dim() == 3 else t
     if t.dim() == 2:
         t = t[None]
     if t.dim() != 3:
@@ -245,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="annealed Langevin sampling (bundled digits model by default)")
     s.add_argument("--config", help="preset name or YAML (default: the checkpoint's own config)")
     s.add_argument("--ckpt", help="checkpoint (official or ncsn-fast); default: the bundled digits model")
-    s.add_argument("--n", type=int, default=64, help="number of samples (rows when interpolating)")
+    s.add_argument("--n", type=int, default=36, help="number of samples (rows when interpolating)")
     s.add_argument("--steps", type=int, help="Langevin steps per noise level T (default: the config's)")
     s.add_argument("--step-lr", type=float, help="ε (default: the config's, or Technique 4 for another T)")
     s.add_argument("--every", type=int, help="use every K-th noise level only (fast preview; ε by Technique 4)")

@@ -84,6 +84,23 @@ class BatchSampler:
         self.pos = int(state["pos"])
 
 
+def _numpy_state() -> dict[str, Any]:
+    # As tensors and plain values, so that checkpoints load with torch.load(weights_only=True).
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+
+
+def _set_numpy_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["cached"]))
+
+
 def latest_checkpoint(workdir: Path) -> Path | None:
     ckpts = sorted(workdir.glob("checkpoint_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     return ckpts[-1] if ckpts else None
@@ -124,6 +141,9 @@ def train(
             ema.load_state_dict(ckpt["ema"])
         sampler.load_state_dict(ckpt["rng"]["sampler"])
         noise_gen.set_state(ckpt["rng"]["noise"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        _set_numpy_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
         step = int(ckpt["step"])
 
     def snapshot() -> None:
@@ -138,8 +158,8 @@ def train(
                 "sampler": sampler.state_dict(),
                 "noise": noise_gen.get_state(),
                 "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state()[1],
-                "python": repr(random.getstate()),
+                "numpy": _numpy_state(),
+                "python": random.getstate(),
             },
         )
         for old in sorted(workdir.glob("checkpoint_*.pth"), key=lambda p: int(p.stem.split("_")[1]))[:-keep]:

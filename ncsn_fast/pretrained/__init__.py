@@ -39,5 +39,15 @@ def load_pretrained(name: str = "digits") -> tuple[nn.Module, Config]:
     path = pretrained_path(name)
     cfg = config_from_checkpoint(path)
     model = build_model(cfg)
-    load_checkpoint(model, path, ema=True)
+    load_checkpoint(model, path, ema=False)  # the file holds the EMA weights as its model weights
     return model.eval(), cfg
+
+
+def export_pretrained(checkpoint: str | Path, out: str | Path, ema: bool = True) -> Path:
+    """Write a training checkpoint's weights (EMA by default) and config as a small inference checkpoint."""
+    from ncsn_fast.checkpoint import save_checkpoint
+
+    cfg = config_from_checkpoint(checkpoint)
+    model = build_model(cfg)
+    info = load_checkpoint(model, checkpoint, ema=ema)
+    return save_checkpoint(out, model=model.state_dict(), config=cfg.to_dict(), step=info.get("step"), ema=None)

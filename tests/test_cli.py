@@ -1,0 +1,111 @@
+"""`ncsn-fast` end to end: bad inputs give one line on stderr, exit code 2 and write nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torchvision.utils import save_image
+
+from ncsn_fast.cli import main
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--n", "0"], "--n"),
+        (["--steps", "-1"], "--steps"),
+        (["--every", "0"], "--every"),
+        (["--ckpt", "/no/such/file.pth", "--config", "cifar10"], "no such file"),
+        (["--config", "no_such_preset", "--ckpt", "x.pth"], "no_such_preset"),
+        (["--config", "cifar10"], "--ckpt"),
+        (["--inpaint", "a.png"], "--mask"),
+    ],
+)
+def test_sample_bad_input(args, needle, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["sample", "--quiet", "--out", str(out), *args], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_wrong_checkpoint_architecture(tmp_path, capsys, reference_dir):
+    out = tmp_path / "out"
+    ckpt = str(reference_dir / "ncsnv2_32" / "checkpoint.pth")
+    code, _, err = run_cli(["sample", "--quiet", "--config", "celeba", "--ckpt", ckpt, "--out", str(out)], capsys)
+    assert code == 2 and "another architecture" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_mask_of_another_size(tmp_path, capsys):
+    save_image(torch.rand(1, 16, 16), tmp_path / "img.png")
+    save_image(torch.ones(1, 12, 12), tmp_path / "mask.png")
+    out = tmp_path / "out"
+    args = ["--inpaint", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png")]
+    code, _, err = run_cli(["sample", "--quiet", "--out", str(out), *args], capsys)
+    assert code == 2 and "--mask" in err and "(12, 12)" in err
+    assert not out.exists()
+
+
+def test_sample_official_checkpoint_and_outputs(tmp_path, capsys, reference_dir):
+    folder = reference_dir / "ncsnv2_32"
+    out = tmp_path / "out"
+    args = ["--config", str(folder / "config.yml"), "--ckpt", str(folder / "checkpoint.pth"), "--n", "2"]
+    code, stdout, _ = run_cli(["sample", "--quiet", "--steps", "1", "--out", str(out), *args], capsys)
+    assert code == 0 and "samples.png" in stdout
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    assert samples.shape == (2, 3, 32, 32) and samples.min() >= 0 and samples.max() <= 1
+    assert (out / "samples.png").stat().st_size > 0
+
+
+def test_bundled_inpaint_and_interpolate(tmp_path, capsys):
+    img = torch.rand(1, 16, 16)
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :, :8] = 1
+    save_image(img, tmp_path / "img.png")
+    save_image(mask, tmp_path / "mask.png")
+    common = ["sample", "--quiet", "--every", "8", "--steps", "1", "--n", "2"]
+    code, _, _ = run_cli(
+        [
+            *common,
+            "--out",
+            str(tmp_path / "a"),
+            "--inpaint",
+            str(tmp_path / "img.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+        ],
+        capsys,
+    )
+    assert code == 0
+    got = torch.load(tmp_path / "a" / "samples.pt", weights_only=True)
+    saved = (img * 255).round() / 255  # what the PNG holds
+    assert torch.allclose(got[:, :, :, :8], saved[:, :, :8].expand(2, 1, 16, 8), atol=1e-6)
+    code, _, _ = run_cli([*common, "--out", str(tmp_path / "b"), "--interpolate", "3"], capsys)
+    assert code == 0
+    assert torch.load(tmp_path / "b" / "samples.pt", weights_only=True).shape == (10, 1, 16, 16)
+
+
+def test_configure_digits_reproduces_the_preset(tmp_path, capsys):
+    code, out, _ = run_cli(["configure", "digits", "--out", str(tmp_path / "d.yml")], capsys)
+    assert code == 0
+    assert "L       = 49" in out and "sigma_1 = 8.54" in out and "epsilon = 1.61e-05" in out
+    import ncsn_fast as nf
+
+    cfg = nf.load_config(tmp_path / "d.yml")
+    assert cfg.model.num_classes == 49 and cfg.sampling.step_lr == pytest.approx(1.61e-5)
+
+
+def test_console_script_installed():
+    out = subprocess.run([sys.executable, "-m", "ncsn_fast.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "sample" in out.stdout and "configure" in out.stdout
