@@ -60,6 +60,18 @@ def _read_image(path: str, arg: str) -> torch.Tensor:
     return t
 
 
+def _write_samples(samples: torch.Tensor, out: str, nrow: int) -> tuple[int, ...]:
+    """Only after sampling succeeded: OUT/samples.png (a grid) and OUT/samples.pt (raw floats in [0, 1])."""
+    from torchvision.utils import save_image
+
+    samples = samples.clamp(0.0, 1.0).cpu()
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    save_image(samples, outdir / "samples.png", nrow=nrow, padding=1)
+    torch.save(samples, outdir / "samples.pt")
+    return tuple(samples.shape)
+
+
 def _load_model(args: argparse.Namespace, device: torch.device):
     from ncsn_fast import build_model, load_checkpoint, load_config
     from ncsn_fast.pretrained import config_from_checkpoint, load_pretrained
@@ -76,8 +88,6 @@ def _load_model(args: argparse.Namespace, device: torch.device):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from torchvision.utils import save_image
-
     from ncsn_fast.sampling import annealed_langevin, init_samples, inpaint, interpolate, thin_schedule
     from ncsn_fast.techniques import geometric_ratio, get_sigmas, langevin_step_lr
 
@@ -91,9 +101,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise CLIError("--inpaint and --mask go together: give both or neither")
     if args.inpaint is not None and args.interpolate is not None:
         raise CLIError("--inpaint and --interpolate cannot be combined")
+    from ncsn_fast.sampling import get_sampler
+
+    get_sampler(args.sampler)  # unknown names fail here, before any work
+    budget = args.sampler != "ald" or args.nfe is not None
+    if budget and (args.inpaint or args.interpolate or args.every or args.data_init):
+        raise CLIError(
+            f"--sampler {args.sampler} --nfe: --inpaint, --interpolate, --every, --data-init go with ald only"
+        )
     device = _device(args.device)
     model, cfg = _load_model(args, device)
     shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    if budget:
+        return _sample_budget(args, model, cfg, shape, device)
 
     sigmas = get_sigmas(cfg)
     steps = args.steps or cfg.sampling.n_steps_each
@@ -164,16 +184,43 @@ def cmd_sample(args: argparse.Namespace) -> int:
             score, x0, sigmas, steps, step_lr, denoise, gen, args.backend, True, callback, labels, progress
         )
         nrow = max(1, math.ceil(math.sqrt(n)))
-    out = out.clamp(0.0, 1.0).cpu()
-    outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    save_image(out, outdir / "samples.png", nrow=nrow, padding=1)
-    torch.save(out, outdir / "samples.pt")
+    shape_out = _write_samples(out, args.out, nrow)
     evals = len(sigmas) * steps + int(denoise)
     print(
-        f"wrote {outdir / 'samples.png'} and {outdir / 'samples.pt'}: {tuple(out.shape)}, "
+        f"wrote {args.out}/samples.png and samples.pt: {shape_out}, "
         f"L={len(sigmas)} T={steps} ε={step_lr:.3g} denoise={denoise} ({evals} network evaluations)"
     )
+    return 0
+
+
+def _sample_budget(args: argparse.Namespace, model, cfg, shape, device: torch.device) -> int:
+    """`--sampler NAME --nfe N`: the σ-continuous samplers of ncsn_fast.sampling on the model's σ range."""
+    from ncsn_fast.sampling import get_sampler, init_samples, prior_samples
+
+    if getattr(model, "conditional", False):
+        raise CLIError(
+            f"--sampler {args.sampler} --nfe: needs a σ-continuous NCSNv2-family model (Technique 3); the original "
+            "NCSN is conditioned on its own noise levels — use ald without --nfe"
+        )
+    nfe = args.nfe if args.nfe is not None else 100
+    sigma_max, sigma_min = float(cfg.model.sigma_begin), float(cfg.model.sigma_end)
+    gen = torch.Generator().manual_seed(args.seed)
+    options: dict = {"progress": not args.quiet}
+    if args.sampler == "ald":
+        x0 = init_samples(args.n, shape, gen, device)
+        options.update(n_steps_each=args.steps or cfg.sampling.n_steps_each, step_lr=args.step_lr)
+        options["denoise"] = cfg.sampling.denoise if args.denoise is None else args.denoise
+    else:
+        x0 = prior_samples(args.n, shape, sigma_max, gen, device)
+    if args.sampler == "pc" and args.snr is not None:
+        options["snr"] = args.snr
+    if args.sampler == "heun" and args.churn is not None:
+        options["churn"] = args.churn
+    if args.sampler == "cas" and args.eta is not None:
+        options["eta"] = args.eta
+    out = get_sampler(args.sampler)(model.score, x0, nfe, sigma_max, sigma_min, gen, **options)
+    shape_out = _write_samples(out, args.out, max(1, math.ceil(math.sqrt(args.n))))
+    print(f"wrote {args.out}/samples.png and samples.pt: {shape_out}, sampler={args.sampler} nfe≤{nfe}")
     return 0
 
 
@@ -257,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--denoise", dest="denoise", action="store_true", default=None)
     s.add_argument("--no-denoise", dest="denoise", action="store_false")
     s.add_argument("--backend", default="auto", choices=["auto", "torch"])
+    s.add_argument("--sampler", default="ald", help="ald (default), cas, pc or heun (see ncsn_fast.sampling)")
+    s.add_argument("--nfe", type=int, help="score-evaluation budget (default: ald's full schedule; 100 for others)")
+    s.add_argument("--snr", type=float, help="pc: corrector signal-to-noise ratio (default 0.16)")
+    s.add_argument("--churn", type=float, help="heun: stochastic churn S_churn (default 0)")
+    s.add_argument("--eta", type=float, help="cas: step fraction η (default 1 − 0.95/γ)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", default="samples", help="output folder for samples.png and samples.pt")
     s.add_argument("--interpolate", type=int, metavar="N", help="N interpolations between pairs (Appendix B.2)")

@@ -28,6 +28,9 @@ def run_cli(args, capsys):
         (["--config", "no_such_preset", "--ckpt", "x.pth"], "no_such_preset"),
         (["--config", "cifar10"], "--ckpt"),
         (["--inpaint", "a.png"], "--mask"),
+        (["--sampler", "ddim"], "unknown sampler"),
+        (["--sampler", "heun", "--nfe", "2"], "at least 3"),
+        (["--sampler", "pc", "--nfe", "1"], "at least"),
     ],
 )
 def test_sample_bad_input(args, needle, tmp_path, capsys):
@@ -94,6 +97,23 @@ def test_bundled_inpaint_and_interpolate(tmp_path, capsys):
     code, _, _ = run_cli([*common, "--out", str(tmp_path / "b"), "--interpolate", "3"], capsys)
     assert code == 0
     assert torch.load(tmp_path / "b" / "samples.pt", weights_only=True).shape == (10, 1, 16, 16)
+
+
+def test_heun_on_the_original_ncsn_is_refused(tmp_path, capsys, reference_dir):
+    folder = reference_dir / "ncsn_32"
+    args = ["--config", str(folder / "config.yml"), "--ckpt", str(folder / "checkpoint.pth"), "--sampler", "heun"]
+    code, _, err = run_cli(["sample", "--quiet", "--nfe", "10", "--out", str(tmp_path / "o"), *args], capsys)
+    assert code == 2 and "NCSNv2" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("sampler", ["heun", "pc", "cas", "ald"])
+def test_budget_samplers_run_on_the_bundled_model(sampler, tmp_path, capsys):
+    out = tmp_path / sampler
+    code, stdout, _ = run_cli(
+        ["sample", "--quiet", "--sampler", sampler, "--nfe", "12", "--n", "2", "--out", str(out)], capsys
+    )
+    assert code == 0 and f"sampler={sampler}" in stdout
+    assert torch.load(out / "samples.pt", weights_only=True).shape == (2, 1, 16, 16)
 
 
 def test_configure_digits_reproduces_the_preset(tmp_path, capsys):

@@ -111,7 +111,7 @@ class RefineNetScore(nn.Module):
         self._stage_names = [s[0] for s in self.stages]
         self._refine_names = [r[0] for r in self.refine_stages]
 
-    def features(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The network output before Technique 3's division by σ."""
         h = 2 * x - 1.0 if self.rescale_input else x
         h = self.begin_conv(h)
@@ -126,6 +126,28 @@ class RefineNetScore(nn.Module):
             ref = getattr(self, name)(xs, skip.shape[2:], y)
         h = self.end_conv(self.act(self.normalizer(ref, y)))
         return h
+
+    def score(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """s_θ(x, σ) for any positive per-sample σ (shape (N,) or a scalar).
+
+        NCSNv2 models are σ-agnostic by Technique 3 (s_θ(x, σ) = f_θ(x)/σ), so any σ > 0 works. The original
+        NCSN conditions on discrete labels: it accepts only its own noise levels (relative tolerance 1e-4).
+        """
+        n = x.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(n)
+        if not bool((sigma > 0).all()):
+            raise ValueError(f"sigma: must be positive, got min {float(sigma.min())}")
+        if self.conditional:
+            levels = get_sigmas(self.config).to(x.device)
+            close = (sigma[:, None] - levels[None]).abs() <= 1e-4 * levels[None]
+            if not bool(close.any(dim=1).all()):
+                bad = float(sigma[~close.any(dim=1)][0])
+                raise ValueError(
+                    f"sigma: {bad:.6g} is not one of this NCSN's {len(levels)} noise levels; the original NCSN is "
+                    "conditioned on discrete labels (samplers that need σ in between want an NCSNv2 model)"
+                )
+            return self.features(x, close.float().argmax(dim=1))
+        return self.features(x, None) / sigma.view(n, *([1] * (x.dim() - 1))).to(x.dtype)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Score s_θ(x, σ_y): x in the config's data space ([0, 1] by default), y = noise-level indices (long)."""
