@@ -1,7 +1,7 @@
 """Benchmarks (pytest-benchmark). Quick mode (`--quick` or NCSN_FAST_BENCH_QUICK=1) runs every group in seconds.
 
-    pytest benchmarks                       # full
-    pytest benchmarks --quick               # CI smoke run
+pytest benchmarks                       # full
+pytest benchmarks --quick               # CI smoke run
 """
 
 from __future__ import annotations

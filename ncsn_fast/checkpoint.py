@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 from ncsn_fast.ema import unwrap_model
 
 FORMAT = "ncsn_fast"
+_SAVE_DELAY = float(os.environ.get("NCSN_FAST_TEST_SAVE_DELAY", "0") or 0)
 
 
 class CheckpointError(ValueError):
@@ -135,6 +137,8 @@ def save_checkpoint(path: str | os.PathLike, **fields: Any) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        if _SAVE_DELAY:  # fault-injection hook for the crash tests: widen the window between write and rename
+            time.sleep(_SAVE_DELAY)
         os.replace(tmp, p)
         dir_fd = os.open(p.parent, os.O_RDONLY)
         try:

@@ -60,11 +60,17 @@ def _read_image(path: str, arg: str) -> torch.Tensor:
     return t
 
 
-def _write_samples(samples: torch.Tensor, out: str, nrow: int) -> tuple[int, ...]:
+def _first(item):
+    return item[0] if isinstance(item, (list, tuple)) else item
+
+
+def _write_samples(samples: torch.Tensor, cfg, out: str, nrow: int) -> tuple[int, ...]:
     """Only after sampling succeeded: OUT/samples.png (a grid) and OUT/samples.pt (raw floats in [0, 1])."""
     from torchvision.utils import save_image
 
-    samples = samples.clamp(0.0, 1.0).cpu()
+    from ncsn_fast.data import inverse_data_transform
+
+    samples = inverse_data_transform(cfg, samples.cpu())  # model data space → [0, 1] (official configs: clamp)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     save_image(samples, outdir / "samples.png", nrow=nrow, padding=1)
@@ -153,9 +159,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     data = None
     if args.data_init:
-        from ncsn_fast.train import load_training_data
+        from ncsn_fast.data import build_dataset
 
-        data = load_training_data(cfg)
+        dataset = build_dataset(cfg, args.data)
+        picks = torch.randint(0, len(dataset), (args.n,), generator=torch.Generator().manual_seed(args.seed + 7))
+        data = torch.stack([_first(dataset[int(i)]) for i in picks])
     callback = None
     if args.verbose:
         from tqdm import tqdm
@@ -184,7 +192,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             score, x0, sigmas, steps, step_lr, denoise, gen, args.backend, True, callback, labels, progress
         )
         nrow = max(1, math.ceil(math.sqrt(n)))
-    shape_out = _write_samples(out, args.out, nrow)
+    shape_out = _write_samples(out, cfg, args.out, nrow)
     evals = len(sigmas) * steps + int(denoise)
     print(
         f"wrote {args.out}/samples.png and samples.pt: {shape_out}, "
@@ -219,7 +227,7 @@ def _sample_budget(args: argparse.Namespace, model, cfg, shape, device: torch.de
     if args.sampler == "cas" and args.eta is not None:
         options["eta"] = args.eta
     out = get_sampler(args.sampler)(model.score, x0, nfe, sigma_max, sigma_min, gen, **options)
-    shape_out = _write_samples(out, args.out, max(1, math.ceil(math.sqrt(args.n))))
+    shape_out = _write_samples(out, cfg, args.out, max(1, math.ceil(math.sqrt(args.n))))
     print(f"wrote {args.out}/samples.png and samples.pt: {shape_out}, sampler={args.sampler} nfe≤{nfe}")
     return 0
 
@@ -315,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inpaint", metavar="IMAGE", help="image (PNG or .pt) whose known pixels are kept")
     s.add_argument("--mask", metavar="MASK", help="mask image, white/1 = known pixel; same size as IMAGE")
     s.add_argument("--data-init", action="store_true", help="start from data + σ1 noise instead of uniform")
+    s.add_argument("--data", help="dataset folder for --data-init (not needed for digits)")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--verbose", action="store_true", help="per-level diagnostics (‖s‖, ‖x‖, SNR)")

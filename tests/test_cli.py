@@ -97,6 +97,8 @@ def test_bundled_inpaint_and_interpolate(tmp_path, capsys):
     code, _, _ = run_cli([*common, "--out", str(tmp_path / "b"), "--interpolate", "3"], capsys)
     assert code == 0
     assert torch.load(tmp_path / "b" / "samples.pt", weights_only=True).shape == (10, 1, 16, 16)
+    code, _, _ = run_cli([*common, "--out", str(tmp_path / "c"), "--data-init"], capsys)
+    assert code == 0 and (tmp_path / "c" / "samples.png").is_file()
 
 
 def test_heun_on_the_original_ncsn_is_refused(tmp_path, capsys, reference_dir):
