@@ -277,7 +277,7 @@ def train(
         batch_sampler=_RankBatches(order_copy := GlobalBatches(order.n, order.batch_size, seed), rank, world),
         num_workers=cfg.data.num_workers if not isinstance(dataset, torch.utils.data.TensorDataset) else 0,
         pin_memory=dev.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=cfg.data.num_workers > 0 and not isinstance(dataset, torch.utils.data.TensorDataset),
     )
     order_copy.load_state_dict(order.state_dict())
     batches = iter(loader)
@@ -416,12 +416,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--snapshot-every", type=int, default=None)
+    p.add_argument("--keep", type=int, default=3, help="keep the last K checkpoints")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("max_steps", "batch_size", "log_every", "snapshot_every"):
+    for name in ("max_steps", "batch_size", "log_every", "snapshot_every", "keep"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
@@ -438,6 +439,7 @@ def run(args: argparse.Namespace) -> int:
         args.resume,
         args.log_every,
         args.snapshot_every,
+        keep=args.keep,
         data_root=args.data,
         download=args.download,
         precision=args.precision,
