@@ -5,6 +5,7 @@ from ncsn_fast.config import Config, ConfigError, load_config
 from ncsn_fast.ema import EMA
 from ncsn_fast.losses import dsm_loss
 from ncsn_fast.models import build_model
+from ncsn_fast.sampling import annealed_langevin, init_samples, inpaint, interpolate
 from ncsn_fast.techniques import get_sigmas
 
 __version__ = "0.1.0"
@@ -14,9 +15,13 @@ __all__ = [
     "Config",
     "ConfigError",
     "EMA",
+    "annealed_langevin",
     "build_model",
     "dsm_loss",
     "get_sigmas",
+    "init_samples",
+    "inpaint",
+    "interpolate",
     "load_checkpoint",
     "load_config",
     "save_checkpoint",
