@@ -6,8 +6,8 @@ compile of the train step takes minutes, which is not a smoke test).
 
 from __future__ import annotations
 
-import time
 import resource
+import time
 
 import pytest
 import torch
