@@ -29,8 +29,9 @@ def test_classifier_rejects_noise_and_accepts_real_digits(classifier):
 @pytest.mark.slow
 def test_bundled_model_samples_are_recognizable_digits(classifier):
     model, cfg = load_pretrained("digits")
+    model = model.to(memory_format=torch.channels_last)  # as the CLI runs it (faster convolutions on CPU)
     sigmas = get_sigmas(cfg)
-    x0 = init_samples(500, (1, 16, 16), torch.Generator().manual_seed(0))
+    x0 = init_samples(500, (1, 16, 16), torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
     samples = annealed_langevin(
         model, x0, sigmas, cfg.sampling.n_steps_each, cfg.sampling.step_lr, generator=torch.Generator().manual_seed(1)
     ).clamp(0, 1)
