@@ -20,6 +20,8 @@ from ncsn_fast.sampling import annealed_langevin, get_sampler, init_samples, pri
 
 NFES = (25, 50, 100, 250)
 SAMPLERS = ("ald", "cas", "pc", "heun")
+# extra rows for the digits model: (label, sampler, options)
+VARIANTS = {"heun-churn40": ("heun", {"churn": 40.0})}
 
 
 def gmm_table(n: int) -> None:
@@ -59,7 +61,7 @@ def gmm_table(n: int) -> None:
             row(name, nfe, out, time.time() - t)
 
 
-def digits_table(n: int, outdir: Path) -> None:
+def digits_table(n: int, outdir: Path, only: list[str] | None = None) -> None:
     from torchvision.utils import save_image
 
     from ncsn_fast.evaluation.digits import digits_classifier, score_digit_samples
@@ -80,22 +82,28 @@ def digits_table(n: int, outdir: Path) -> None:
         print(f"| {name} | {nfe} | {rep.confident_fraction:.3f} | {rep.min_class_share:.3f} | {seconds:.1f} |")
 
     sigmas = get_sigmas(cfg)
-    t = time.time()
-    x0 = init_samples(n, (1, 16, 16), torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
-    out = annealed_langevin(model, x0, sigmas, 5, cfg.sampling.step_lr, generator=torch.Generator().manual_seed(1))
-    row("ald, full schedule (L = 49, T = 5)", 49 * 5 + 1, out, time.time() - t)
-    save_image(out[:64].clamp(0, 1), outdir / "digits_ald_full.png", nrow=8, padding=1)
-    for name in SAMPLERS:
+    if not only:
+        t = time.time()
+        x0 = init_samples(n, (1, 16, 16), torch.Generator().manual_seed(0)).contiguous(
+            memory_format=torch.channels_last
+        )
+        out = annealed_langevin(model, x0, sigmas, 5, cfg.sampling.step_lr, generator=torch.Generator().manual_seed(1))
+        row("ald, full schedule (L = 49, T = 5)", 49 * 5 + 1, out, time.time() - t)
+        save_image(out[:64].clamp(0, 1), outdir / "digits_ald_full.png", nrow=8, padding=1)
+    rows = {name: (name, {}) for name in SAMPLERS} | VARIANTS
+    for label, (name, options) in rows.items():
+        if only and label not in only:
+            continue
         for nfe in NFES:
             g = torch.Generator().manual_seed(0)
             x0 = init_samples(n, (1, 16, 16), g) if name == "ald" else prior_samples(n, (1, 16, 16), smax, g)
             x0 = x0.contiguous(memory_format=torch.channels_last)
             t = time.time()
             with torch.no_grad():
-                out = get_sampler(name)(model.score, x0, nfe, smax, smin, torch.Generator().manual_seed(1))
-            row(name, nfe, out, time.time() - t)
+                out = get_sampler(name)(model.score, x0, nfe, smax, smin, torch.Generator().manual_seed(1), **options)
+            row(label, nfe, out, time.time() - t)
             if nfe == 50:
-                save_image(out[:64].clamp(0, 1), outdir / f"digits_{name}_nfe50.png", nrow=8, padding=1)
+                save_image(out[:64].clamp(0, 1), outdir / f"digits_{label}_nfe50.png", nrow=8, padding=1)
 
 
 def main() -> None:
@@ -103,11 +111,12 @@ def main() -> None:
     p.add_argument("what", choices=["gmm", "digits"])
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--out", default="docs")
+    p.add_argument("--only", nargs="*", help="digits: only these rows (e.g. heun-churn40)")
     a = p.parse_args()
     if a.what == "gmm":
         gmm_table(a.n or 4000)
     else:
-        digits_table(a.n or 100, Path(a.out))
+        digits_table(a.n or 100, Path(a.out), a.only)
 
 
 if __name__ == "__main__":
