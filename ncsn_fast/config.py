@@ -126,7 +126,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_SECTIONS = {f.name: f.type for f in fields(Config)}
 _SECTION_TYPES = {
     "training": TrainingConfig,
     "sampling": SamplingConfig,
@@ -140,7 +139,7 @@ _SECTION_TYPES = {
 PRESETS = ("cifar10", "celeba", "church", "bedroom", "tower", "ffhq", "ncsn_cifar10", "digits")
 
 
-def _coerce(section: str, key: str, value: Any, default: Any, annotation: str) -> Any:
+def _coerce(section: str, key: str, value: Any, annotation: str) -> Any:
     where = f"{section}.{key}"
     if value is None:
         if "None" in annotation:
@@ -182,7 +181,7 @@ def _build_section(name: str, raw: Any) -> Any:
         if key not in known:
             raise ConfigError(f"{name}.{key}: unknown key (value {value!r}); known keys: {', '.join(known)}")
         f = known[key]
-        kwargs[key] = _coerce(name, key, value, f.default, str(f.type))
+        kwargs[key] = _coerce(name, key, value, str(f.type))
     return cls(**kwargs)
 
 
@@ -190,8 +189,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
     for key in raw:
-        if key not in _SECTIONS:
-            raise ConfigError(f"{key}: unknown config section; known sections: {', '.join(_SECTIONS)}")
+        if key not in _SECTION_TYPES:
+            raise ConfigError(f"{key}: unknown config section; known sections: {', '.join(_SECTION_TYPES)}")
     cfg = Config(**{name: _build_section(name, raw.get(name)) for name in _SECTION_TYPES})
     validate(cfg)
     return cfg
