@@ -8,6 +8,8 @@ torch is not imported at build time at all.
 
 import glob
 import os
+import sys
+import sysconfig
 import warnings
 
 from setuptools import setup
@@ -35,6 +37,25 @@ def default_max_jobs():
     return str(max(1, min(cores, int(mem_gib // 4))))  # a CUDA translation unit can take ~4 GiB
 
 
+def import_installed_torch():
+    """Import torch for the build, preferring the torch already installed in the target environment.
+
+    Under pip's build isolation the environment's own site-packages is hidden and torch is not a build requirement
+    (installing it again into a throwaway environment costs minutes and gigabytes). The interpreter pip runs is
+    the target environment's, so its purelib/platlib directories are where `pip install torch` put torch.
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        for key in ("purelib", "platlib"):
+            path = sysconfig.get_paths()[key]
+            if path not in sys.path:
+                sys.path.append(path)
+    import torch
+
+    return torch
+
+
 def extensions():
     cpp = sorted(glob.glob("csrc/cpu/*.cpp")) + sorted(glob.glob("csrc/*.cpp"))
     cu = sorted(glob.glob("csrc/cuda/*.cu"))
@@ -43,19 +64,31 @@ def extensions():
     cuda_home = resolve_cuda_home()
     os.environ.setdefault("MAX_JOBS", default_max_jobs())
     try:
-        import torch
+        torch = import_installed_torch()
         from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     except ImportError:
         warnings.warn("torch is not importable at build time: building without ncsn_fast._C", stacklevel=1)
         return [], {}
     flag = os.environ.get("NCSN_FAST_BUILD_CUDA")
     use_cuda = bool(cu) and (flag == "1" or (flag is None and cuda_home is not None and torch.version.cuda))
-    args = {"cxx": ["-O3", "-std=c++17"]}
+    link = []
+    cxx = ["-O3"]  # the C++ standard is the one torch asks for (C++17 up to torch 2.9, C++20 after)
+    if sys.platform != "win32":
+        # The ELU select and exp of csrc/cpu vectorize only when FP operations may be speculated (no traps).
+        cxx.append("-fno-trapping-math")
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is an inline `#pragma omp parallel` when torch uses OpenMP: without -fopenmp it runs on
+        # one thread. libgomp.so.1 resolves at run time to the copy torch already loaded (same soname).
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
+    elif sys.platform != "win32":
+        cxx.append("-fopenmp-simd")  # `#pragma omp simd` only (vectorized reductions), no OpenMP runtime
+    args = {"cxx": cxx}
     if use_cuda:
-        args["nvcc"] = ["-O3", "-std=c++17", "--use_fast_math"]
-        ext = CUDAExtension("ncsn_fast._C", cpp + cu, extra_compile_args=args, py_limited_api=False)
+        args["nvcc"] = ["-O3", "--use_fast_math"]
+        ext = CUDAExtension("ncsn_fast._C", cpp + cu, extra_compile_args=args, extra_link_args=link)
     else:
-        ext = CppExtension("ncsn_fast._C", cpp, extra_compile_args=args)
+        ext = CppExtension("ncsn_fast._C", cpp, extra_compile_args=args, extra_link_args=link)
     return [ext], {"build_ext": BuildExtension}
 
 

@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# Triton kernels run on CPU tensors in Triton's interpreter; it must be chosen before the kernels are defined
+# (at `import ncsn_fast`). On a GPU machine they compile for the GPU instead.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 CASES = ["ncsnv2_32", "ncsn_32", "ncsnv2deeper_64", "ncsnv2deepest_64"]
 
@@ -32,3 +37,10 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def _seed() -> None:
     # Fresh random inputs per test, but reproducible when a test fails.
     torch.manual_seed(int.from_bytes(os.urandom(4), "little") if os.environ.get("NCSN_FAST_RANDOM_SEED") else 1234)
+
+
+def cpu_backends(op: str = "instance_norm_pp_elu") -> list[str]:
+    """Backends of ``op`` that run on CPU tensors here (the Triton interpreter included)."""
+    from ncsn_fast.ops import available
+
+    return available(op, "cpu")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ncsn_fast.models.registry import register_model
-from ncsn_fast.nn.layers import RefineBlock, ResidualBlock, get_act
+from ncsn_fast.nn.layers import RefineBlock, ResidualBlock, get_act, norm_act
 from ncsn_fast.nn.normalization import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus
 from ncsn_fast.techniques import get_sigmas
 
@@ -124,7 +124,7 @@ class RefineNetScore(nn.Module):
         for name, skip in zip(self._refine_names, reversed(layers), strict=False):
             xs = [skip] if ref is None else [skip, ref]
             ref = getattr(self, name)(xs, skip.shape[2:], y)
-        h = self.end_conv(self.act(self.normalizer(ref, y)))
+        h = self.end_conv(norm_act(self.normalizer, ref, y, self.act))
         return h
 
     def score(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ncsn_fast.ops import _backend
+
 NormFactory = Callable[[int], nn.Module]
 
 
@@ -35,6 +37,13 @@ def get_act(name: str) -> nn.Module:
     if key not in ACTIVATIONS:
         raise ValueError(f"model.nonlinearity: unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[key]()
+
+
+def norm_act(norm: nn.Module, x: torch.Tensor, y: torch.Tensor | None, act: nn.Module) -> torch.Tensor:
+    """``act(norm(x, y))``, as one fused op when the norm is InstanceNorm++ and the activation a plain ELU."""
+    if getattr(norm, "fuses_elu", False) and type(act) is nn.ELU and act.alpha == 1.0:
+        return norm(x, y, elu=True)
+    return act(norm(x, y))
 
 
 def conv3x3(cin: int, cout: int, bias: bool = True, dilation: int = 1) -> nn.Conv2d:
@@ -96,8 +105,8 @@ class ResidualBlock(nn.Module):
         self.has_shortcut = hasattr(self, "shortcut")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(self.act(self.normalize1(x, y)))
-        h = self.conv2(self.act(self.normalize2(h, y)))
+        h = self.conv1(norm_act(self.normalize1, x, y, self.act))
+        h = self.conv2(norm_act(self.normalize2, h, y, self.act))
         return (self.shortcut(x) if self.has_shortcut else x) + h
 
 
@@ -119,8 +128,10 @@ class RCUBlock(nn.Module):
             residual = x
             for j in range(self.n_stages):
                 if self.conditional:
-                    x = getattr(self, f"{i + 1}_{j + 1}_norm")(x, y)
-                x = getattr(self, f"{i + 1}_{j + 1}_conv")(self.act(x))
+                    x = norm_act(getattr(self, f"{i + 1}_{j + 1}_norm"), x, y, self.act)
+                else:
+                    x = self.act(x)
+                x = getattr(self, f"{i + 1}_{j + 1}_conv")(x)
             x = x + residual
         return x
 
@@ -145,6 +156,17 @@ class MSFBlock(nn.Module):
         return total
 
 
+class MaxPool5x5(nn.Module):
+    """5×5 stride-1 max pooling (padding 2) of the CRP blocks, computed separably: a 1×5 then a 5×1 max is the
+    same maximum (exact) with 10 comparisons per output instead of 25 (2× faster on NCHW CPU tensors). Under
+    ``use_backend("reference")`` it pools 5×5 at once, as the official code."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _backend.reference_only():
+            return F.max_pool2d(x, 5, stride=1, padding=2)
+        return F.max_pool2d(F.max_pool2d(x, (1, 5), stride=1, padding=(0, 2)), (5, 1), stride=1, padding=(2, 0))
+
+
 class CRPBlock(nn.Module):
     """Chained residual pooling: act, then n_stages × ([norm →] 5×5 stride-1 pool → conv) accumulated.
 
@@ -155,11 +177,7 @@ class CRPBlock(nn.Module):
         super().__init__()
         self.convs = nn.ModuleList(conv3x3(features, features, bias=False) for _ in range(n_stages))
         self.norms = nn.ModuleList(norm(features) for _ in range(n_stages)) if norm is not None else None
-        self.pool = (
-            nn.MaxPool2d(kernel_size=5, stride=1, padding=2)
-            if maxpool
-            else nn.AvgPool2d(kernel_size=5, stride=1, padding=2)
-        )
+        self.pool = MaxPool5x5() if maxpool else nn.AvgPool2d(kernel_size=5, stride=1, padding=2)
         self.act = act
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

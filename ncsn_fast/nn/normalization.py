@@ -1,7 +1,8 @@
 """InstanceNorm++ and its conditional variant (CondInstanceNorm++), with the official parameter names.
 
 Both take ``(x, y)`` so that blocks can be written once for NCSN (conditional on the noise label y) and NCSNv2
-(unconditional, y ignored; Technique 3 conditions by dividing the output by σ instead).
+(unconditional, y ignored; Technique 3 conditions by dividing the output by σ instead), and ``elu=True`` to apply
+the ELU that follows them in the same fused op (``ncsn_fast.ops.instance_norm_pp_elu``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncsn_fast.ops.reference import instance_norm_pp
+from ncsn_fast.ops.instance_norm_pp_elu import instance_norm_pp_elu
 
 EPS = 1e-5
 
@@ -24,8 +25,10 @@ class InstanceNorm2dPlus(nn.Module):
         self.gamma = nn.Parameter(torch.empty(num_features).normal_(1, 0.02))
         self.beta = nn.Parameter(torch.zeros(num_features)) if bias else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return instance_norm_pp(x, self.alpha, self.gamma, self.beta, EPS)
+    fuses_elu = True
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, elu: bool = False) -> torch.Tensor:
+        return instance_norm_pp_elu(x, self.alpha, self.gamma, self.beta, EPS, apply_elu=elu)
 
 
 class ConditionalInstanceNorm2dPlus(nn.Module):
@@ -43,10 +46,12 @@ class ConditionalInstanceNorm2dPlus(nn.Module):
         self.embed.weight.data[:, : 2 * num_features].normal_(1, 0.02)
         self.embed.weight.data[:, 2 * num_features :].zero_()
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    fuses_elu = True
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, elu: bool = False) -> torch.Tensor:
         if y is None:
             raise ValueError("ConditionalInstanceNorm2dPlus needs the noise labels y; got y=None")
         chunks = self.embed(y).chunk(3 if self.bias else 2, dim=-1)
         gamma, alpha = chunks[0], chunks[1]
         beta = chunks[2] if self.bias else None
-        return instance_norm_pp(x, alpha, gamma, beta, EPS)
+        return instance_norm_pp_elu(x, alpha, gamma, beta, EPS, apply_elu=elu)

@@ -1,7 +1,9 @@
-"""Ops of ncsn-fast. Today only the plain-PyTorch reference definitions exist; the fused kernels (Triton, CUDA,
-CPU C++) plug in behind the same names."""
+"""Ops of ncsn-fast: typed entry points that pick a backend (compiled CPU/CUDA kernels, Triton, or the
+plain-PyTorch reference in ``reference``; see ``_backend``)."""
 
 from ncsn_fast.ops import reference
+from ncsn_fast.ops._backend import BACKENDS, available
+from ncsn_fast.ops.instance_norm_pp_elu import instance_norm_pp_elu
 from ncsn_fast.ops.reference import instance_norm_pp, langevin_step
 
-__all__ = ["reference", "instance_norm_pp", "langevin_step"]
+__all__ = ["BACKENDS", "available", "reference", "instance_norm_pp", "instance_norm_pp_elu", "langevin_step"]

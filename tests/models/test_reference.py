@@ -7,8 +7,9 @@ import torch
 
 import ncsn_fast as nf
 from ncsn_fast.models import NCSN, NCSNv2, NCSNv2Deeper, NCSNv2Deepest
+from ncsn_fast.ops._backend import use_backend
 from ncsn_fast.sampling import annealed_langevin
-from tests.conftest import CASES, rel_err
+from tests.conftest import CASES, cpu_backends, rel_err
 
 EXPECTED_CLASS = {
     "ncsnv2_32": NCSNv2,
@@ -31,15 +32,26 @@ def test_architecture_selected_like_the_official_runner(case):
     assert type(nf.build_model(cfg)) is EXPECTED_CLASS[name]
 
 
-def test_forward_raw_and_ema_weights(case):
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_forward_raw_and_ema_weights(case, backend):
     name, folder, cfg, v = case
     model = nf.build_model(cfg).eval()
     nf.load_checkpoint(model, folder / "checkpoint.pth", ema=False)
-    with torch.no_grad():
+    with torch.no_grad(), use_backend(backend):
         assert rel_err(model(v["forward_x"], v["forward_labels"]), v["forward_out"]) <= 1e-5
     nf.load_checkpoint(model, folder / "checkpoint.pth", ema=True)
-    with torch.no_grad():
+    with torch.no_grad(), use_backend(backend):
         assert rel_err(model(v["forward_x"], v["forward_labels"]), v["forward_out_ema"]) <= 1e-5
+
+
+def test_forward_channels_last(case):
+    """The whole model in channels-last memory format (the fused op's NHWC kernels) gives the official output."""
+    _, folder, cfg, v = case
+    model = nf.build_model(cfg).eval().to(memory_format=torch.channels_last)
+    nf.load_checkpoint(model, folder / "checkpoint.pth", ema=False)
+    x = v["forward_x"].to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert rel_err(model(x, v["forward_labels"]), v["forward_out"]) <= 1e-5
 
 
 def test_dsm_loss_matches(case):

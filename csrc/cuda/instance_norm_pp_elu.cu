@@ -1,0 +1,398 @@
+// CUDA kernels of ncsn_fast::instance_norm_pp_elu (forward and backward), fp32/fp16/bf16/fp64 inputs with fp32
+// (fp64) accumulation, on the current stream. Passes:
+//   forward:  statistics per (n, c) plane -> coefficients per sample (one block per n, across channels)
+//             -> elementwise apply y = ELU(a (x - mu) + b)
+//   backward: plane sums S_g, S_gx -> coefficients per sample
+//             -> elementwise dx = k1 (g - gbar) + k2 (x - mu) + k3, gbar = S_g / hw
+// The formulas are derived in ncsn_fast/ops/instance_norm_pp_elu.py. NCHW planes are reduced by one block each;
+// channels-last tensors by tiles of 32 channels x 8 rows so that loads stay coalesced; the elementwise passes
+// index either layout directly (no layout copy).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "../instance_norm_pp_elu.h"
+
+namespace ncsn_fast {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block; every thread gets the result. `shared` holds >= 32 values.
+template <typename A>
+__device__ A block_sum(A v, A* shared) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
+  v = warp_sum(v);
+  __syncthreads();  // `shared` may still be read by a previous call
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < warps ? shared[threadIdx.x] : A(0);
+  if (warp == 0) v = warp_sum(v);
+  if (threadIdx.x == 0) shared[0] = v;
+  __syncthreads();
+  return shared[0];
+}
+
+template <typename A>
+__device__ __forceinline__ A elu_fwd(A z) {
+  return z > A(0) ? z : expm1(z);
+}
+template <typename A>
+__device__ __forceinline__ A elu_grad_from_output(A y) {
+  return y > A(0) ? A(1) : y + A(1);
+}
+template <typename T, typename A>
+__device__ __forceinline__ A grad_z(const T* dy, const T* y, int64_t i, bool apply_elu) {
+  const A g = static_cast<A>(dy[i]);
+  return apply_elu ? g * elu_grad_from_output<A>(static_cast<A>(y[i])) : g;
+}
+
+// ------------------------------------------------------------------------------------------- plane reductions
+// NCHW: one block per (n, c) plane of hw contiguous elements. Mode 0: mean and rstd of x. Mode 1: S_g and S_gx.
+template <typename T, typename A>
+__global__ void stats_nchw_kernel(const T* __restrict__ x, int64_t hw, A eps, A* __restrict__ mean,
+                                  A* __restrict__ rstd) {
+  __shared__ A shared[32];
+  const int64_t plane = blockIdx.x;
+  const T* xp = x + plane * hw;
+  A s = 0;
+  for (int64_t i = threadIdx.x; i < hw; i += blockDim.x) s += static_cast<A>(xp[i]);
+  const A mu = block_sum(s, shared) / static_cast<A>(hw);
+  A ss = 0;  // second pass (from L2): exact where sum-of-squares would cancel
+  for (int64_t i = threadIdx.x; i < hw; i += blockDim.x) {
+    const A d = static_cast<A>(xp[i]) - mu;
+    ss += d * d;
+  }
+  const A var = block_sum(ss, shared) / static_cast<A>(hw);
+  if (threadIdx.x == 0) {
+    mean[plane] = mu;
+    rstd[plane] = A(1) / sqrt(var + eps);
+  }
+}
+
+template <typename T, typename A>
+__global__ void grad_sums_nchw_kernel(const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ x,
+                                      int64_t hw, const A* __restrict__ mean, const A* __restrict__ rstd,
+                                      bool apply_elu, A* __restrict__ sg, A* __restrict__ sgx) {
+  __shared__ A shared[32];
+  const int64_t plane = blockIdx.x, off = plane * hw;
+  const A mu = mean[plane];
+  A s = 0, sx = 0;
+  for (int64_t i = threadIdx.x; i < hw; i += blockDim.x) {
+    const A g = grad_z<T, A>(dy, y, off + i, apply_elu);
+    s += g;
+    sx += g * (static_cast<A>(x[off + i]) - mu);
+  }
+  s = block_sum(s, shared);
+  sx = block_sum(sx, shared);
+  if (threadIdx.x == 0) {
+    sg[plane] = s;
+    sgx[plane] = sx * rstd[plane];
+  }
+}
+
+// Channels-last: block (32, 8) covers 32 channels of one sample; threadIdx.y strides over the hw rows; grid
+// (ceil(C / 32), N). Reduction over threadIdx.y in shared memory.
+template <typename A>
+__device__ A tile_sum(A v, A (*tile)[33]) {
+  tile[threadIdx.y][threadIdx.x] = v;
+  __syncthreads();
+  A s = 0;
+  for (int j = 0; j < blockDim.y; ++j) s += tile[j][threadIdx.x];
+  __syncthreads();
+  return s;
+}
+
+template <typename T, typename A>
+__global__ void stats_nhwc_kernel(const T* __restrict__ x, int64_t hw, int64_t C, A eps, A* __restrict__ mean,
+                                  A* __restrict__ rstd) {
+  __shared__ A tile[8][33];
+  const int64_t n = blockIdx.y, c = blockIdx.x * 32 + threadIdx.x;
+  const bool valid = c < C;
+  const T* xn = x + n * hw * C;
+  A s = 0;
+  if (valid)
+    for (int64_t p = threadIdx.y; p < hw; p += blockDim.y) s += static_cast<A>(xn[p * C + c]);
+  const A mu = tile_sum(s, tile) / static_cast<A>(hw);
+  A ss = 0;
+  if (valid)
+    for (int64_t p = threadIdx.y; p < hw; p += blockDim.y) {
+      const A d = static_cast<A>(xn[p * C + c]) - mu;
+      ss += d * d;
+    }
+  const A var = tile_sum(ss, tile) / static_cast<A>(hw);
+  if (valid && threadIdx.y == 0) {
+    mean[n * C + c] = mu;
+    rstd[n * C + c] = A(1) / sqrt(var + eps);
+  }
+}
+
+template <typename T, typename A>
+__global__ void grad_sums_nhwc_kernel(const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ x,
+                                      int64_t hw, int64_t C, const A* __restrict__ mean, const A* __restrict__ rstd,
+                                      bool apply_elu, A* __restrict__ sg, A* __restrict__ sgx) {
+  __shared__ A tile[8][33];
+  const int64_t n = blockIdx.y, c = blockIdx.x * 32 + threadIdx.x;
+  const bool valid = c < C;
+  const A mu = valid ? mean[n * C + c] : A(0);
+  A s = 0, sx = 0;
+  if (valid)
+    for (int64_t p = threadIdx.y; p < hw; p += blockDim.y) {
+      const int64_t i = (n * hw + p) * C + c;
+      const A g = grad_z<T, A>(dy, y, i, apply_elu);
+      s += g;
+      sx += g * (static_cast<A>(x[i]) - mu);
+    }
+  s = tile_sum(s, tile);
+  sx = tile_sum(sx, tile);
+  if (valid && threadIdx.y == 0) {
+    sg[n * C + c] = s;
+    sgx[n * C + c] = sx * rstd[n * C + c];
+  }
+}
+
+// ------------------------------------------------------------------------------- per-sample coefficient blocks
+// One block per sample n, threads over channels. Parameters are (C,) (pstride 0) or (N, C) (pstride C), fp32.
+template <typename A>
+__global__ void forward_coefficients_kernel(const A* __restrict__ mean, const A* __restrict__ rstd,
+                                            const float* __restrict__ alpha, const float* __restrict__ gamma,
+                                            const float* __restrict__ beta, int64_t C, int64_t pstride, A eps,
+                                            A* __restrict__ a, A* __restrict__ b) {
+  __shared__ A shared[32];
+  const int64_t n = blockIdx.x;
+  const A* mu = mean + n * C;
+  A s = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += mu[c];
+  const A m = block_sum(s, shared) / static_cast<A>(C);
+  A v = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v += (mu[c] - m) * (mu[c] - m);
+  const A q = A(1) / sqrt(block_sum(v, shared) / static_cast<A>(C - 1) + eps);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const int64_t pc = n * pstride + c;
+    const A g = gamma[pc];
+    a[n * C + c] = g * rstd[n * C + c];
+    b[n * C + c] = g * static_cast<A>(alpha[pc]) * (mu[c] - m) * q + (beta ? static_cast<A>(beta[pc]) : A(0));
+  }
+}
+
+template <typename A>
+__global__ void backward_coefficients_kernel(const A* __restrict__ mean, const A* __restrict__ rstd,
+                                             const float* __restrict__ alpha, const float* __restrict__ gamma,
+                                             const A* __restrict__ sg, const A* __restrict__ sgx, int64_t C,
+                                             int64_t hw, int64_t pstride, A eps, A* __restrict__ dalpha,
+                                             A* __restrict__ dgamma, A* __restrict__ k1, A* __restrict__ k2,
+                                             A* __restrict__ k3) {
+  __shared__ A shared[32];
+  const int64_t n = blockIdx.x;
+  const A* mu = mean + n * C;
+  A s = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += mu[c];
+  const A m = block_sum(s, shared) / static_cast<A>(C);
+  A v = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v += (mu[c] - m) * (mu[c] - m);
+  const A q = A(1) / sqrt(block_sum(v, shared) / static_cast<A>(C - 1) + eps);
+  // sum_c alpha_c A_c u_c, with A = gamma S_g and u = (mu - m) q
+  A gu = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const int64_t i = n * C + c, pc = n * pstride + c;
+    gu += static_cast<A>(alpha[pc]) * static_cast<A>(gamma[pc]) * sg[i] * (mu[c] - m) * q;
+  }
+  gu = block_sum(gu, shared);
+  // dL/du_c = q (alpha_c A_c - u_c gu / (C - 1)); its mean over c
+  A du_sum = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const int64_t i = n * C + c, pc = n * pstride + c;
+    const A u = (mu[c] - m) * q;
+    du_sum += q * (static_cast<A>(alpha[pc]) * static_cast<A>(gamma[pc]) * sg[i] - u * gu / static_cast<A>(C - 1));
+  }
+  const A du_mean = block_sum(du_sum, shared) / static_cast<A>(C);
+  const A inv_hw = A(1) / static_cast<A>(hw);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const int64_t i = n * C + c, pc = n * pstride + c;
+    const A al = alpha[pc], ga = gamma[pc], r = rstd[i];
+    const A u = (mu[c] - m) * q, big_a = ga * sg[i], big_b = ga * sgx[i];  // A, B of the derivation
+    const A du = q * (al * big_a - u * gu / static_cast<A>(C - 1));
+    dalpha[i] = u * big_a;
+    dgamma[i] = sgx[i] + al * u * sg[i];
+    k1[i] = r * ga;
+    k2[i] = -r * r * big_b * inv_hw;
+    k3[i] = (du - du_mean) * inv_hw;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ elementwise passes
+// Plane index of element i: NCHW i / hw; NHWC (i / (hw C)) C + i % C.
+template <bool CL>
+__device__ __forceinline__ int64_t plane_of(int64_t i, int64_t hw, int64_t C) {
+  return CL ? (i / (hw * C)) * C + i % C : i / hw;
+}
+
+template <typename T, typename A, bool CL>
+__global__ void apply_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t total, int64_t hw, int64_t C,
+                             const A* __restrict__ mean, const A* __restrict__ a, const A* __restrict__ b,
+                             bool apply_elu) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t p = plane_of<CL>(i, hw, C);
+    const A z = a[p] * (static_cast<A>(x[i]) - mean[p]) + b[p];
+    y[i] = static_cast<T>(apply_elu ? elu_fwd(z) : z);
+  }
+}
+
+template <typename T, typename A, bool CL>
+__global__ void grad_apply_kernel(const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ x,
+                                  T* __restrict__ dx, int64_t total, int64_t hw, int64_t C, const A* __restrict__ mean,
+                                  const A* __restrict__ sg, const A* __restrict__ k1, const A* __restrict__ k2,
+                                  const A* __restrict__ k3, bool apply_elu) {
+  const A inv_hw = A(1) / static_cast<A>(hw);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t p = plane_of<CL>(i, hw, C);
+    const A g = grad_z<T, A>(dy, y, i, apply_elu);
+    dx[i] = static_cast<T>(k1[p] * (g - sg[p] * inv_hw) + k2[p] * (static_cast<A>(x[i]) - mean[p]) + k3[p]);
+  }
+}
+
+unsigned elementwise_blocks(int64_t total) {
+  const int64_t want = (total + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::min<int64_t>(want, 65535 * 8));
+}
+
+at::Tensor param_f32(const at::Tensor& p) { return p.to(at::kFloat).contiguous(); }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_cuda(const at::Tensor& x_in,
+                                                                          const at::Tensor& alpha_in,
+                                                                          const at::Tensor& gamma_in,
+                                                                          const std::optional<at::Tensor>& beta_in,
+                                                                          double eps, bool apply_elu) {
+  const int64_t pstride = check_instance_norm_pp_args(x_in, alpha_in, gamma_in, beta_in);
+  TORCH_CHECK(x_in.is_cuda(), "instance_norm_pp_elu (CUDA): x must be a CUDA tensor");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const bool nhwc = use_channels_last(x_in);
+  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor x = x_in.contiguous(fmt);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), total = x.numel();
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const bool has_beta = beta_in.has_value() && beta_in->defined();
+  const at::Tensor alpha = param_f32(alpha_in), gamma = param_f32(gamma_in);
+  const at::Tensor beta = has_beta ? param_f32(*beta_in) : at::Tensor();
+  at::Tensor out = at::empty(x.sizes(), x.options(), fmt);
+  at::Tensor mean = at::empty({N, C}, x.options().dtype(acc));
+  at::Tensor rstd = at::empty({N, C}, x.options().dtype(acc));
+  at::Tensor a = at::empty({N, C}, x.options().dtype(acc));
+  at::Tensor b = at::empty({N, C}, x.options().dtype(acc));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "instance_norm_pp_elu_cuda", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    A* mp = mean.mutable_data_ptr<A>();
+    A* rp = rstd.mutable_data_ptr<A>();
+    if (nhwc) {
+      stats_nhwc_kernel<scalar_t, A><<<dim3((C + 31) / 32, N), dim3(32, 8), 0, stream>>>(xp, HW, C, A(eps), mp, rp);
+    } else {
+      stats_nchw_kernel<scalar_t, A><<<N * C, kThreads, 0, stream>>>(xp, HW, A(eps), mp, rp);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    forward_coefficients_kernel<A><<<N, kThreads, 0, stream>>>(
+        mp, rp, alpha.const_data_ptr<float>(), gamma.const_data_ptr<float>(),
+        has_beta ? beta.const_data_ptr<float>() : nullptr, C, pstride, A(eps), a.mutable_data_ptr<A>(),
+        b.mutable_data_ptr<A>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const unsigned blocks = elementwise_blocks(total);
+    if (nhwc) {
+      apply_kernel<scalar_t, A, true><<<blocks, kThreads, 0, stream>>>(
+          xp, out.mutable_data_ptr<scalar_t>(), total, HW, C, mp, a.const_data_ptr<A>(), b.const_data_ptr<A>(),
+          apply_elu);
+    } else {
+      apply_kernel<scalar_t, A, false><<<blocks, kThreads, 0, stream>>>(
+          xp, out.mutable_data_ptr<scalar_t>(), total, HW, C, mp, a.const_data_ptr<A>(), b.const_data_ptr<A>(),
+          apply_elu);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {out, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& mean_in,
+    const at::Tensor& rstd_in, const at::Tensor& alpha_in, const at::Tensor& gamma_in, double eps, bool apply_elu) {
+  const int64_t pstride = check_instance_norm_pp_args(x_in, alpha_in, gamma_in, std::nullopt);
+  TORCH_CHECK(grad_out.sizes() == x_in.sizes() && out_in.sizes() == x_in.sizes(),
+              "instance_norm_pp_elu_backward: grad_out ", grad_out.sizes(), " and out ", out_in.sizes(),
+              " must have the shape of x ", x_in.sizes());
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const bool nhwc = use_channels_last(x_in);
+  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor x = x_in.contiguous(fmt), y = out_in.contiguous(fmt);
+  const at::Tensor dy = grad_out.to(x.scalar_type()).contiguous(fmt);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), total = x.numel();
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor mean = mean_in.to(acc).contiguous(), rstd = rstd_in.to(acc).contiguous();
+  const at::Tensor alpha = param_f32(alpha_in), gamma = param_f32(gamma_in);
+  auto stat = [&] { return at::empty({N, C}, x.options().dtype(acc)); };
+  at::Tensor sg = stat(), sgx = stat(), dalpha = stat(), dgamma = stat(), k1 = stat(), k2 = stat(), k3 = stat();
+  at::Tensor dx = at::empty(x.sizes(), x.options(), fmt);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "instance_norm_pp_elu_backward_cuda",
+                                  [&] {
+    using A = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* yp = y.const_data_ptr<scalar_t>();
+    const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+    const A* mp = mean.const_data_ptr<A>();
+    const A* rp = rstd.const_data_ptr<A>();
+    if (nhwc) {
+      grad_sums_nhwc_kernel<scalar_t, A><<<dim3((C + 31) / 32, N), dim3(32, 8), 0, stream>>>(
+          dyp, yp, xp, HW, C, mp, rp, apply_elu, sg.mutable_data_ptr<A>(), sgx.mutable_data_ptr<A>());
+    } else {
+      grad_sums_nchw_kernel<scalar_t, A><<<N * C, kThreads, 0, stream>>>(
+          dyp, yp, xp, HW, mp, rp, apply_elu, sg.mutable_data_ptr<A>(), sgx.mutable_data_ptr<A>());
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    backward_coefficients_kernel<A><<<N, kThreads, 0, stream>>>(
+        mp, rp, alpha.const_data_ptr<float>(), gamma.const_data_ptr<float>(), sg.const_data_ptr<A>(),
+        sgx.const_data_ptr<A>(), C, HW, pstride, A(eps), dalpha.mutable_data_ptr<A>(), dgamma.mutable_data_ptr<A>(),
+        k1.mutable_data_ptr<A>(), k2.mutable_data_ptr<A>(), k3.mutable_data_ptr<A>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const unsigned blocks = elementwise_blocks(total);
+    if (nhwc) {
+      grad_apply_kernel<scalar_t, A, true><<<blocks, kThreads, 0, stream>>>(
+          dyp, yp, xp, dx.mutable_data_ptr<scalar_t>(), total, HW, C, mp, sg.const_data_ptr<A>(), k1.const_data_ptr<A>(),
+          k2.const_data_ptr<A>(), k3.const_data_ptr<A>(), apply_elu);
+    } else {
+      grad_apply_kernel<scalar_t, A, false><<<blocks, kThreads, 0, stream>>>(
+          dyp, yp, xp, dx.mutable_data_ptr<scalar_t>(), total, HW, C, mp, sg.const_data_ptr<A>(), k1.const_data_ptr<A>(),
+          k2.const_data_ptr<A>(), k3.const_data_ptr<A>(), apply_elu);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  auto reduce = [&](const at::Tensor& g, const at::Tensor& like) {
+    return (pstride == 0 ? g.sum(0) : g).to(like.scalar_type());
+  };
+  return {dx, reduce(dalpha, alpha_in), reduce(dgamma, gamma_in), reduce(sg, gamma_in)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ncsn_fast, CUDA, m) {
+  m.impl("instance_norm_pp_elu", &instance_norm_pp_elu_cuda);
+  m.impl("instance_norm_pp_elu_backward", &instance_norm_pp_elu_backward_cuda);
+}
+
+}  // namespace ncsn_fast

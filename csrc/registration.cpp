@@ -1,0 +1,26 @@
+// The one TORCH_LIBRARY block of ncsn_fast: every op schema, defined once. Implementations register per device
+// (csrc/cpu/*.cpp: CPU, csrc/cuda/*.cu: CUDA); fake (meta) kernels and autograd are registered from Python
+// (ncsn_fast/ops/*.py). Importing ncsn_fast._C loads this library; it has no Python bindings of its own.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// An empty module: `import ncsn_fast._C` only needs to dlopen the library so that the registrations run.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(ncsn_fast, m) {
+  // InstanceNorm++ then ELU (apply_elu) in one statistics pass and one apply pass. Returns the output and, for the
+  // backward, the per-(n, c) spatial mean and 1/sqrt(var + eps) in float32 (float64 for float64 inputs).
+  m.def(
+      "instance_norm_pp_elu(Tensor x, Tensor alpha, Tensor gamma, Tensor? beta, float eps, bool apply_elu)"
+      " -> (Tensor out, Tensor mean, Tensor rstd)");
+  // Gradients for x, alpha, gamma, beta (beta's has gamma's shape; ignore it when there is no beta).
+  m.def(
+      "instance_norm_pp_elu_backward(Tensor grad_out, Tensor out, Tensor x, Tensor mean, Tensor rstd, Tensor alpha,"
+      " Tensor gamma, float eps, bool apply_elu) -> (Tensor grad_x, Tensor grad_alpha, Tensor grad_gamma,"
+      " Tensor grad_beta)");
+}

@@ -1,0 +1,246 @@
+"""The fused InstanceNorm++ + ELU op on every backend present, against the plain-PyTorch reference.
+
+Truth is ncsn_fast.ops.reference.instance_norm_pp evaluated in float64 (itself checked against the official
+model outputs in tests/models/test_reference.py). Triton runs in its interpreter on CPU tensors (small shapes).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ncsn_fast.ops import _backend, instance_norm_pp_elu, reference
+from ncsn_fast.ops._backend import use_backend
+from tests.conftest import REPO, cpu_backends, rel_err
+
+FUSED = [b for b in cpu_backends() if b != "reference"]
+
+# Odd sizes on purpose: N = 1, C = 3 and 7 (no power of two), H = W = 1 (zero variance everywhere),
+# 5 (less than one vector), 33 (one past a power of two), non-square.
+SHAPES = [(1, 3, 5, 5), (2, 7, 33, 33), (3, 7, 1, 1), (2, 4, 5, 9), (1, 3, 33, 17), (4, 16, 8, 8)]
+
+
+def make_inputs(shape, param_rows: int | None = None, dtype=torch.float32, with_beta: bool = True):
+    n, c = shape[:2]
+    pshape = (c,) if param_rows is None else (param_rows, c)
+    x = torch.randn(shape, dtype=dtype) * 2.0 + torch.randn(1, c, 1, 1, dtype=dtype)  # channel means differ
+    alpha = torch.randn(pshape, dtype=dtype) * 0.5 + 1.0
+    gamma = torch.randn(pshape, dtype=dtype) * 0.5 + 1.0
+    beta = torch.randn(pshape, dtype=dtype) if with_beta else None
+    return x, alpha, gamma, beta
+
+
+def truth(x, alpha, gamma, beta, apply_elu):
+    d = lambda t: None if t is None else t.double()  # noqa: E731
+    return reference.instance_norm_pp(d(x), d(alpha), d(gamma), d(beta), 1e-5, apply_elu=apply_elu)
+
+
+def layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "contiguous": x,
+        "channels_last": x.to(memory_format=torch.channels_last),
+        "strided": x.transpose(2, 3).contiguous().transpose(2, 3),  # neither NCHW- nor NHWC-contiguous
+    }
+
+
+def test_extension_is_built():
+    """`pip install -e .` builds ncsn_fast._C; a silently missing extension would leave the kernels untested."""
+    if os.environ.get("NCSN_FAST_BUILD_EXT") == "0":
+        pytest.skip("built with NCSN_FAST_BUILD_EXT=0")
+    assert _backend.extension_error() is None
+    assert "cpu" in cpu_backends()
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("per_sample", [False, True], ids=["params_C", "params_NC"])
+def test_forward_matches_reference(backend, shape, per_sample):
+    x, a, g, b = make_inputs(shape, shape[0] if per_sample else None)
+    for apply_elu in (True, False):
+        want = truth(x, a, g, b, apply_elu)
+        for name, xl in layouts(x).items():
+            out = instance_norm_pp_elu(xl, a, g, b, apply_elu=apply_elu, backend=backend)
+            assert out.shape == x.shape and out.dtype == x.dtype
+            assert rel_err(out, want) <= 1e-5, (name, apply_elu)
+            if name == "channels_last" and shape[2] * shape[3] > 1:
+                assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_no_beta_and_zero_variance_channels(backend):
+    """Per-channel constant inputs: σ² = 0, so h is the channel term alone (no NaN from 0/0)."""
+    x, a, g, _ = make_inputs((3, 7, 6, 5), with_beta=False)
+    x[:, 2] = 0.75
+    x[1] = torch.randn(7, 1, 1)  # a whole sample constant per channel
+    out = instance_norm_pp_elu(x, a, g, None, backend=backend)
+    want = truth(x, a, g, None, True)
+    assert torch.isfinite(out).all()
+    # (x - μ)/√ε amplifies the last-bit rounding of μ ~300×, so the float32 reference is off too: compare with it.
+    ref32 = reference.instance_norm_pp(x, a, g, None, 1e-5, apply_elu=True)
+    assert (out.double() - want).abs().max() <= 1e-4
+    assert rel_err(out, want) <= 2 * rel_err(ref32, want) + 1e-6
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("shape", [(2, 7, 9, 9), (1, 3, 5, 7), (3, 4, 1, 1)])
+@pytest.mark.parametrize("per_sample", [False, True], ids=["params_C", "params_NC"])
+def test_backward_matches_reference(backend, shape, per_sample):
+    x, a, g, b = make_inputs(shape, shape[0] if per_sample else None)
+    dy = torch.randn(shape)
+    for apply_elu in (True, False):
+        ref_in = [t.double().requires_grad_() for t in (x, a, g, b)]
+        reference.instance_norm_pp(*ref_in, 1e-5, apply_elu=apply_elu).backward(dy.double())
+        # The float32 reference's own error sets the bar where it is large: at H = W = 1, dx is a difference of
+        # two terms ~1/√ε apart that cancel exactly in exact arithmetic.
+        ref32 = [t.clone().requires_grad_() for t in (x, a, g, b)]
+        reference.instance_norm_pp(*ref32, 1e-5, apply_elu=apply_elu).backward(dy)
+        bars = [max(2e-5, 2 * rel_err(r32.grad, r.grad)) for r32, r in zip(ref32, ref_in, strict=True)]
+        for name, xl in layouts(x).items():
+            ins = [xl.clone().requires_grad_()] + [t.clone().requires_grad_() for t in (a, g, b)]
+            instance_norm_pp_elu(*ins, apply_elu=apply_elu, backend=backend).backward(dy)
+            for arg, mine, ref, bar in zip(("x", "alpha", "gamma", "beta"), ins, ref_in, bars, strict=True):
+                assert mine.grad.shape == ref.grad.shape
+                assert rel_err(mine.grad, ref.grad) <= bar, (name, arg, apply_elu)
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+@pytest.mark.parametrize("per_sample", [False, True], ids=["params_C", "params_NC"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradcheck_float64(per_sample, channels_last):
+    x, a, g, b = make_inputs((2, 5, 4, 3), 2 if per_sample else None, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    args = [t.requires_grad_() for t in (x, a, g, b)]
+    for apply_elu in (True, False):
+        fn = lambda *t: instance_norm_pp_elu(*t, apply_elu=apply_elu, backend="cpu")  # noqa: E731
+        assert torch.autograd.gradcheck(fn, args)
+
+
+LOW = [(b, dt) for b in FUSED for dt in (torch.bfloat16, torch.float16)]
+
+
+@pytest.mark.parametrize(("backend", "dtype"), LOW)
+def test_low_precision_within_twice_the_reference_error(backend, dtype):
+    """The flash-attention rule: error vs float64 at most 2× that of the reference run in the same dtype."""
+    x, a, g, b = make_inputs((2, 16, 12, 12))
+    want = truth(x, a, g, b, True)
+    xl = x.to(dtype)
+    out = instance_norm_pp_elu(xl, a, g, b, backend=backend)
+    assert out.dtype == dtype
+    ref_low = reference.instance_norm_pp(xl, a.to(dtype), g.to(dtype), b.to(dtype), 1e-5, apply_elu=True)
+    assert rel_err(out, want) <= 2 * rel_err(ref_low, want) + 1e-4
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+@pytest.mark.parametrize("per_sample", [False, True], ids=["params_C", "params_NC"])
+def test_opcheck(per_sample):
+    x, a, g, b = make_inputs((2, 5, 6, 4), 2 if per_sample else None)
+    for args in [
+        (x.requires_grad_(), a.requires_grad_(), g.requires_grad_(), b.requires_grad_(), 1e-5, True),
+        (x.to(memory_format=torch.channels_last), a, g, None, 1e-5, False),
+    ]:
+        torch.library.opcheck(torch.ops.ncsn_fast.instance_norm_pp_elu.default, args)
+
+
+@pytest.mark.skipif("triton" not in FUSED, reason="triton is not installed")
+def test_opcheck_triton():
+    x, a, g, b = make_inputs((2, 5, 4, 4))
+    args = (x.requires_grad_(), a.requires_grad_(), g.requires_grad_(), b.requires_grad_(), 1e-5, True)
+    torch.library.opcheck(
+        torch.ops.ncsn_fast.instance_norm_pp_elu_triton.default,
+        args,
+        test_utils=("test_schema", "test_autograd_registration"),
+    )
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_compile_fullgraph_matches_eager():
+    """torch.compile(fullgraph=True) traces through the op (fake kernel) and its backward (register_autograd)."""
+    x, a, g, b = make_inputs((2, 6, 8, 8))
+
+    def f(x, a, g, b):
+        return (instance_norm_pp_elu(x * 1.5, a, g, b) ** 2).sum()
+
+    compiled = torch.compile(f, fullgraph=True)
+    ins_e = [t.clone().requires_grad_() for t in (x, a, g, b)]
+    ins_c = [t.clone().requires_grad_() for t in (x, a, g, b)]
+    f(*ins_e).backward()
+    compiled(*ins_c).backward()
+    for e, c in zip(ins_e, ins_c, strict=True):
+        assert rel_err(c.grad, e.grad) <= 1e-5
+
+
+def test_backend_choice():
+    x = torch.randn(2, 3, 4, 4)
+    assert _backend.choose("instance_norm_pp_elu", x.device) == ("cpu" if "cpu" in FUSED else "reference")
+    with use_backend("reference"):
+        assert _backend.choose("instance_norm_pp_elu", x.device) == "reference"
+        assert _backend.choose("instance_norm_pp_elu", x.device, "auto") == "reference"
+    with pytest.raises(RuntimeError, match="backend='cuda' cannot run"):
+        instance_norm_pp_elu(x, torch.ones(3), torch.ones(3), backend="cuda")
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        instance_norm_pp_elu(x, torch.ones(3), torch.ones(3), backend="fast")
+
+
+def test_environment_variable_overrides_auto(monkeypatch):
+    x = torch.randn(2, 3, 4, 4)
+    monkeypatch.setenv("NCSN_FAST_BACKEND", "reference")
+    assert _backend.choose("instance_norm_pp_elu", x.device) == "reference"
+    monkeypatch.setenv("NCSN_FAST_BACKEND", "speedy")
+    with pytest.raises(ValueError, match="NCSN_FAST_BACKEND: unknown backend 'speedy'"):
+        _backend.choose("instance_norm_pp_elu", x.device)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (lambda: (torch.randn(3, 4, 4), torch.ones(3), torch.ones(3)), ValueError, "x: expected a 4-D tensor"),
+        (lambda: (torch.randn(2, 3, 4, 4), torch.ones(4), torch.ones(3)), ValueError, r"alpha: expected shape \(3,\)"),
+        (lambda: (torch.randn(2, 3, 4, 4), torch.ones(3), torch.ones(2, 3, 1)), ValueError, "gamma: expected shape"),
+        (lambda: (torch.randint(0, 5, (2, 3, 4, 4)), torch.ones(3), torch.ones(3)), TypeError, "x: expected a float"),
+        (
+            lambda: (torch.randn(2, 3, 4, 4), torch.ones(3, dtype=torch.long), torch.ones(3)),
+            TypeError,
+            "alpha: .*dtype",
+        ),
+        (lambda: (torch.randn(0, 3, 4, 4), torch.ones(3), torch.ones(3)), ValueError, "x: N = 0"),
+        (lambda: (torch.randn(2, 1, 4, 4), torch.ones(1), torch.ones(1)), ValueError, "C >= 2"),
+        (lambda: (torch.randn(2, 3, 4, 4), torch.ones(3, device="meta"), torch.ones(3)), ValueError, "alpha: on meta"),
+    ],
+)
+def test_bad_input_is_a_clear_error(args, error, match):
+    with pytest.raises(error, match=match):
+        instance_norm_pp_elu(*args())
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_kernel_checks_its_own_inputs():
+    """Calling the registered op directly (bypassing the Python checks) still gives a named error."""
+    with pytest.raises(RuntimeError, match=r"alpha must have shape \(C,\)"):
+        torch.ops.ncsn_fast.instance_norm_pp_elu(
+            torch.randn(2, 3, 4, 4), torch.ones(5), torch.ones(3), None, 1e-5, True
+        )
+
+
+def test_missing_extension_is_one_warning_then_the_reference():
+    """A missing (or ABI-mismatched) ncsn_fast._C: import works, one warning line, results from the reference."""
+    code = (
+        "import sys, warnings; sys.modules['ncsn_fast._C'] = None\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    import torch, ncsn_fast\n"
+        "    from ncsn_fast.ops import _backend, instance_norm_pp_elu, reference\n"
+        "    x = torch.randn(2, 3, 4, 4); a = torch.rand(3); g = torch.rand(3)\n"
+        "    assert _backend.choose('instance_norm_pp_elu', x.device) == 'reference'\n"
+        "    assert torch.equal(instance_norm_pp_elu(x, a, g), reference.instance_norm_pp(x, a, g, None, 1e-5, True))\n"
+        "mine = [str(m.message) for m in w if 'ncsn_fast._C' in str(m.message)]\n"
+        "assert len(mine) == 1 and '\\n' not in mine[0], mine\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
