@@ -1,4 +1,5 @@
-"""One training step (forward + backward + Adam) of NCSNv2, eager against torch.compile, with peak memory.
+"""One training step (forward + backward + Adam) of NCSNv2 with peak memory: reference (the official computation,
+eager), eager (fused ops), compiled (torch.compile of the fused-op model).
 
 Shape of the issue: ngf 64, 32×32, batch 16, fp32, CPU. Quick mode: ngf 8, 16×16, batch 4, eager only (a CPU
 compile of the train step takes minutes, which is not a smoke test).
@@ -6,6 +7,7 @@ compile of the train step takes minutes, which is not a smoke test).
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
 
@@ -13,7 +15,8 @@ import pytest
 import torch
 
 import ncsn_fast as nf
-from benchmarks.conftest import RESULTS
+from benchmarks.conftest import record
+from ncsn_fast.ops._backend import use_backend
 
 
 def _cfg(quick: bool):
@@ -21,7 +24,7 @@ def _cfg(quick: bool):
     return nf.load_config({"data": {"image_size": size, "channels": 3}, "model": {"ngf": ngf, "num_classes": 232}})
 
 
-@pytest.mark.parametrize("provider", ["eager", "compiled"])
+@pytest.mark.parametrize("provider", ["reference", "eager", "compiled"])
 def test_train_step(benchmark, quick, provider):
     if quick and provider == "compiled":
         pytest.skip("quick mode: compiling a CPU train step takes minutes")
@@ -34,8 +37,11 @@ def test_train_step(benchmark, quick, provider):
     batch = 4 if quick else 16
     x = torch.rand(batch, 3, cfg.data.image_size, cfg.data.image_size)
 
+    ctx = (lambda: use_backend("reference")) if provider == "reference" else contextlib.nullcontext
+
     def step():
-        loss = nf.dsm_loss(fwd, x, sigmas)
+        with ctx():
+            loss = nf.dsm_loss(fwd, x, sigmas)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -48,8 +54,4 @@ def test_train_step(benchmark, quick, provider):
     benchmark.group = "train-step"
     benchmark.pedantic(step, rounds=2 if quick else 5, iterations=1)
     benchmark.extra_info.update(first_call_s=round(first, 1), peak_rss_mib=round(peak_rss_mib, 1))
-    mean = benchmark.stats.stats.mean
-    rows = RESULTS.setdefault("train-step", {})
-    rows[provider] = {"per_sample": mean / batch}
-    if provider == "eager":
-        rows["baseline"] = {"name": "eager", "per_sample": mean / batch}
+    record("train-step", provider, benchmark.stats.stats.mean / batch, unit="sample")

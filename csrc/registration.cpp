@@ -1,8 +1,10 @@
 // The one TORCH_LIBRARY block of ncsn_fast: every op schema, defined once. Implementations register per device
 // (csrc/cpu/*.cpp: CPU, csrc/cuda/*.cu: CUDA); fake (meta) kernels and autograd are registered from Python
 // (ncsn_fast/ops/*.py). Importing ncsn_fast._C loads this library; it has no Python bindings of its own.
-#include <Python.h>
 #include <torch/library.h>
+
+#ifndef NCSN_FAST_NO_PYTHON  // the CMake build (C++ tests) has no Python module
+#include <Python.h>
 
 extern "C" {
 // An empty module: `import ncsn_fast._C` only needs to dlopen the library so that the registrations run.
@@ -11,6 +13,7 @@ PyObject* PyInit__C(void) {
   return PyModule_Create(&module_def);
 }
 }
+#endif
 
 TORCH_LIBRARY(ncsn_fast, m) {
   // InstanceNorm++ then ELU (apply_elu) in one statistics pass and one apply pass. Returns the output and, for the

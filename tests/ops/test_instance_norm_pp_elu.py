@@ -6,6 +6,7 @@ model outputs in tests/models/test_reference.py). Triton runs in its interpreter
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def test_gradcheck_float64(per_sample, channels_last):
         x = x.to(memory_format=torch.channels_last)
     args = [t.requires_grad_() for t in (x, a, g, b)]
     for apply_elu in (True, False):
-        fn = lambda *t: instance_norm_pp_elu(*t, apply_elu=apply_elu, backend="cpu")  # noqa: E731
+        fn = functools.partial(instance_norm_pp_elu, apply_elu=apply_elu, backend="cpu")
         assert torch.autograd.gradcheck(fn, args)
 
 
