@@ -39,6 +39,8 @@ def test_forward_raw_and_ema_weights(case, backend):
     nf.load_checkpoint(model, folder / "checkpoint.pth", ema=False)
     with torch.no_grad(), use_backend(backend):
         assert rel_err(model(v["forward_x"], v["forward_labels"]), v["forward_out"]) <= 1e-5
+    if backend == "triton":
+        return  # the Triton interpreter takes ~30-60 s per forward on the CPU; one set of weights is enough
     nf.load_checkpoint(model, folder / "checkpoint.pth", ema=True)
     with torch.no_grad(), use_backend(backend):
         assert rel_err(model(v["forward_x"], v["forward_labels"]), v["forward_out_ema"]) <= 1e-5
