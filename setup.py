@@ -1,9 +1,10 @@
 """Build of ncsn_fast._C, the compiled kernels (CPU always, CUDA when a toolkit and a CUDA torch are present).
 
-Switches (environment): NCSN_FAST_BUILD_EXT=0 skips the extension; NCSN_FAST_BUILD_CUDA=0/1 forces CUDA off/on;
-TORCH_CUDA_ARCH_LIST and MAX_JOBS are honoured (MAX_JOBS defaults to the core count, capped by memory).
-With no C++ sources in csrc/ (the kernels come with their own issues) a pure-Python package is built, and
-torch is not imported at build time at all.
+Switches (environment): NCSN_FAST_BUILD_EXT=0 skips the extension; NCSN_FAST_BUILD_CUDA=0/1 forces CUDA off/on
+(default: on when a CUDA toolkit and a CUDA build of torch are present); TORCH_CUDA_ARCH_LIST (default: the
+visible GPU's, else 9.0+PTX) and MAX_JOBS (default: the core count, capped by memory) are honoured.
+torch is imported from the environment being installed into, also under pip's build isolation (see
+import_installed_torch); without torch there, a pure-Python package is built and ops use Triton / PyTorch.
 """
 
 import glob
@@ -84,6 +85,10 @@ def extensions():
     elif sys.platform != "win32":
         cxx.append("-fopenmp-simd")  # `#pragma omp simd` only (vectorized reductions), no OpenMP runtime
     args = {"cxx": cxx}
+    if use_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        # With no GPU to ask, torch would compile for every architecture nvcc knows (many times the build time).
+        # Hopper plus PTX (JIT-compiled by the driver on newer GPUs); set TORCH_CUDA_ARCH_LIST for others.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0+PTX"
     if use_cuda:
         args["nvcc"] = ["-O3", "--use_fast_math"]
         ext = CUDAExtension("ncsn_fast._C", cpp + cu, extra_compile_args=args, extra_link_args=link)

@@ -1,5 +1,6 @@
 """InstanceNorm++ + ELU: reference (eager PyTorch, as the official code), compiled (torch.compile of the
-reference), and the fused backends present (cpu, cpu on channels-last input, triton and cuda on a GPU).
+reference), and the fused backends present (cpu, cpu on channels-last input, triton and cuda on a GPU); the forward
+groups also time a plain copy of x, the bandwidth yardstick.
 
 Forward and forward+backward, fp32, the issue's shapes; quick mode: one small shape. Reports time per call, the
 MiB allocated per call on the CPU (temporaries included), and on a GPU the achieved bandwidth of the forward.
@@ -28,6 +29,8 @@ _COMPILED = torch.compile(_reference)
 
 
 def _function(provider: str):
+    if provider == "copy":  # not an implementation: the memory-bandwidth yardstick (read x, write a copy)
+        return lambda x, a, g, b: x.clone()
     if provider == "reference":
         return _reference
     if provider == "compiled":
@@ -52,7 +55,7 @@ def shape(request, quick):
     return QUICK_SHAPE if quick else request.param
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", [*PROVIDERS, "copy"])
 def test_forward(benchmark, quick, shape, provider):
     fn = _function(provider)
     args = _inputs(shape, provider, requires_grad=False)

@@ -245,3 +245,52 @@ def test_missing_extension_is_one_warning_then_the_reference():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------------ on a GPU
+CUDA_FUSED = (
+    [b for b in _backend.available("instance_norm_pp_elu", "cuda") if b != "reference"]
+    if torch.cuda.is_available()
+    else []
+)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.parametrize("backend", CUDA_FUSED or ["none"])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 5), (2, 7, 33, 33), (3, 7, 1, 1), (8, 64, 32, 32)])
+def test_cuda_forward_backward_matches_reference(backend, shape):
+    x, a, g, b = (t.cuda() for t in make_inputs(shape, shape[0] if shape[0] == 2 else None))
+    dy = torch.randn(shape, device="cuda")
+    ref_in = [t.double().requires_grad_() for t in (x, a, g, b)]
+    want = reference.instance_norm_pp(*ref_in, 1e-5, apply_elu=True)
+    want.backward(dy.double())
+    for name, xl in layouts(x).items():
+        ins = [xl.clone().requires_grad_()] + [t.clone().requires_grad_() for t in (a, g, b)]
+        out = instance_norm_pp_elu(*ins, backend=backend)
+        out.backward(dy)
+        assert rel_err(out, want) <= 1e-5, name
+        for mine, ref in zip(ins, ref_in, strict=True):
+            assert rel_err(mine.grad, ref.grad) <= 1e-4, name
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.parametrize("backend", CUDA_FUSED or ["none"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_low_precision_within_twice_the_reference_error(backend, dtype):
+    x, a, g, b = (t.cuda() for t in make_inputs((4, 32, 16, 16)))
+    want = truth(x, a, g, b, True)
+    out = instance_norm_pp_elu(x.to(dtype), a, g, b, backend=backend)
+    ref_low = reference.instance_norm_pp(x.to(dtype), a.to(dtype), g.to(dtype), b.to(dtype), 1e-5, apply_elu=True)
+    assert out.dtype == dtype
+    assert rel_err(out, want) <= 2 * rel_err(ref_low, want) + 1e-4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif("cuda" not in CUDA_FUSED, reason="no CUDA GPU or no CUDA build of the extension")
+def test_cuda_opcheck_and_compile():
+    x, a, g, b = (t.cuda() for t in make_inputs((2, 5, 6, 4)))
+    torch.library.opcheck(torch.ops.ncsn_fast.instance_norm_pp_elu.default, (x, a, g, b, 1e-5, True))
+    f = lambda x: instance_norm_pp_elu(x * 2, a, g, b).sum()  # noqa: E731
+    assert rel_err(torch.compile(f, fullgraph=True)(x), f(x)) <= 1e-6
