@@ -75,8 +75,9 @@ def extensions():
     link = []
     cxx = ["-O3"]  # the C++ standard is the one torch asks for (C++17 up to torch 2.9, C++20 after)
     if sys.platform != "win32":
-        # The ELU select and exp of csrc/cpu vectorize only when FP operations may be speculated (no traps).
-        cxx.append("-fno-trapping-math")
+        # The ELU select and exp, the Philox noise (sqrt) of csrc/cpu vectorize only when FP operations may be
+        # speculated (no traps) and sqrt need not set errno.
+        cxx += ["-fno-trapping-math", "-fno-math-errno"]
     if sys.platform.startswith("linux"):
         # at::parallel_for is an inline `#pragma omp parallel` when torch uses OpenMP: without -fopenmp it runs on
         # one thread. libgomp.so.1 resolves at run time to the copy torch already loaded (same soname).

@@ -26,4 +26,8 @@ TORCH_LIBRARY(ncsn_fast, m) {
       "instance_norm_pp_elu_backward(Tensor grad_out, Tensor out, Tensor x, Tensor mean, Tensor rstd, Tensor alpha,"
       " Tensor gamma, float eps, bool apply_elu) -> (Tensor grad_x, Tensor grad_alpha, Tensor grad_gamma,"
       " Tensor grad_beta)");
+  // One Langevin update in place, x <- x + step_size * score + sqrt(2 step_size) * z, z ~ N(0, I) from
+  // Philox4x32-10 keyed by seed at counter (element group, offset) (csrc/philox.h); x float32, score float32 or
+  // bf16/fp16; stats, when given, receives per sample (sum score^2, sum z^2, sum x^2 after the update).
+  m.def("langevin_step_(Tensor(a!) x, Tensor score, float step_size, int seed, int offset, Tensor(b!)? stats) -> ()");
 }

@@ -6,7 +6,11 @@ For noise level i (σ_i descending, label i) with α_i = ε·(σ_i/σ_L)², T up
 
 then, with ``denoise``, one Tweedie step x ← x + σ_L²·s_θ(x, L) (NCSNv2 Appendix; Jolicoeur-Martineau et al.).
 ``backend="torch"`` draws z exactly as the official sampler does (one ``torch.randn`` of x's shape per step, in
-order, from ``generator``), so with the same seed it reproduces the official samples.
+order, from ``generator``), so with the same seed it reproduces the official samples. Every other backend runs the
+fused op :func:`ncsn_fast.ops.langevin_step_` (one pass, noise generated in the kernel from Philox keyed by
+``seed`` at counter (element, global step)): the run is deterministic and resumable from any level
+(``start_level``), and the same seed gives the same samples on the CPU and on a GPU up to the network's
+floating-point differences.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from tqdm import tqdm
 from ncsn_fast.techniques import geometric_ratio, langevin_step_lr
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "cpu", "cuda", "triton", "reference")  # all but "torch": the fused op, that backend
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def init_samples(
@@ -74,6 +79,60 @@ def _check(x0: torch.Tensor, sigmas: torch.Tensor, n_steps_each: int, step_lr: f
         raise ValueError(f"backend: unknown sampler backend {backend!r}; choose one of {BACKENDS}")
 
 
+def _with_precision(score: Score, precision: str, device: torch.device) -> Score:
+    """The network under autocast in bf16/fp16; the sampler state and the update stay float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: unknown {precision!r}; choose one of {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return score
+
+    def autocast_score(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype):
+            return score(x, y)
+
+    return autocast_score
+
+
+class _TorchUpdate:
+    """x + α·s + √(2α)·z with z from ``noise_fn`` (the official sampler's arithmetic and noise stream)."""
+
+    fused = False
+
+    def __init__(self, noise_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.noise_fn = noise_fn
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor, alpha: float, step: int, want_stats: bool):
+        z = self.noise_fn(x)
+        x = x + alpha * grad.to(x.dtype) + math.sqrt(2.0 * alpha) * z
+        if not want_stats:
+            return x, None
+        norms = [t.flatten(1).norm(dim=1).mean().item() for t in (grad.float(), z, x)]
+        return x, norms
+
+
+class _FusedUpdate:
+    """The fused op, in place on a float32 NCHW-contiguous state; its per-sample sums give the diagnostics and a
+    cheap non-finite check (every step on the CPU; once per level on a GPU, where the check would synchronize)."""
+
+    fused = True
+
+    def __init__(self, seed: int, backend: str, n: int, device: torch.device) -> None:
+        from ncsn_fast.ops.langevin_step import langevin_step_
+
+        self.op, self.seed, self.backend = langevin_step_, seed, ("auto" if backend == "auto" else backend)
+        self.stats = torch.zeros(n, 3, device=device)
+        self.check_every_step = device.type == "cpu"
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor, alpha: float, step: int, want_stats: bool):
+        if grad.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            grad = grad.float()
+        self.op(x, grad, alpha, self.seed, step, self.stats, backend=self.backend)
+        if not want_stats:
+            return x, None
+        return x, [v.item() for v in self.stats.sqrt().mean(dim=0)]
+
+
 @torch.no_grad()
 def _langevin(
     score: Score,
@@ -83,31 +142,38 @@ def _langevin(
     n_steps_each: int,
     step_lr: float,
     denoise: bool,
-    noise_fn: Callable[[torch.Tensor], torch.Tensor],
+    update: _TorchUpdate | _FusedUpdate,
     pre_step: Callable[[torch.Tensor, int, float], torch.Tensor] | None,
     final_only: bool,
     callback: Callable[[dict[str, Any]], None] | None,
     progress: bool,
+    start_level: int = 0,
 ) -> torch.Tensor | list[torch.Tensor]:
     sig = [float(s) for s in sigmas]
     sigma_last = sig[-1]
     n = x.shape[0]
     images: list[torch.Tensor] = []
-    bar = tqdm(total=len(sig) * n_steps_each, desc="sampling", disable=not progress, dynamic_ncols=True, leave=False)
-    for level, (sigma, label) in enumerate(zip(sig, labels, strict=False)):
+    todo = (len(sig) - start_level) * n_steps_each
+    bar = tqdm(total=todo, desc="sampling", disable=not progress, dynamic_ncols=True, leave=False)
+    for level in range(start_level, len(sig)):
+        sigma, label = sig[level], labels[level]
         y = torch.full((n,), label, dtype=torch.long, device=x.device)
         alpha = step_lr * (sigma / sigma_last) ** 2
-        noise_scale = math.sqrt(2.0 * alpha)
         for step in range(n_steps_each):
             if pre_step is not None:
                 x = pre_step(x, level, sigma)
             grad = score(x, y)
-            z = noise_fn(x)
-            x = x + alpha * grad + noise_scale * z
+            want = callback is not None and step == n_steps_each - 1
+            x, norms = update(x, grad, alpha, level * n_steps_each + step, want)
+            if update.fused and update.check_every_step and not torch.isfinite(update.stats).all():
+                bar.close()
+                raise FloatingPointError(
+                    f"sampling diverged: non-finite score or state at level {level} (σ = {sigma:.4g}), step {step}"
+                )
             if not final_only:
-                images.append(x.to("cpu"))
-            if callback is not None and step == n_steps_each - 1:
-                g, zz, xx = (t.flatten(1).norm(dim=1).mean().item() for t in (grad, z, x))
+                images.append(x.to("cpu", copy=True))  # x is updated in place by the fused op
+            if want:
+                g, zz, xx = norms
                 callback(
                     {
                         "level": level,
@@ -120,8 +186,8 @@ def _langevin(
                     }
                 )
             bar.update(1)
-        # One reduction per level: a diverging chain stops here instead of writing a grid of NaNs.
-        if not torch.isfinite(x).all():
+        # One check per level (at least): a diverging chain stops here instead of writing a grid of NaNs.
+        if not (torch.isfinite(update.stats).all() if update.fused else torch.isfinite(x).all()):
             bar.close()
             raise FloatingPointError(
                 f"sampling diverged: non-finite values at level {level} (σ = {sigma:.4g}), step {n_steps_each}"
@@ -131,7 +197,7 @@ def _langevin(
         y = torch.full((n,), labels[-1], dtype=torch.long, device=x.device)
         if pre_step is not None:
             x = pre_step(x, len(sig) - 1, sigma_last)
-        x = x + sigma_last**2 * score(x, y)  # Tweedie's formula: E[x_0 | x] for the last level
+        x = x + sigma_last**2 * score(x, y).to(x.dtype)  # Tweedie's formula: E[x_0 | x] for the last level
         if not torch.isfinite(x).all():
             raise FloatingPointError("sampling diverged: non-finite values after the denoising step")
         if not final_only:
@@ -153,31 +219,56 @@ def annealed_langevin(
     labels: Sequence[int] | None = None,
     progress: bool = False,
     noise_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    seed: int | None = None,
+    start_level: int = 0,
+    precision: str = "fp32",
 ) -> torch.Tensor | list[torch.Tensor]:
     """Annealed Langevin dynamics from ``x0``; returns the final x (or all intermediates, on the CPU).
 
     ``score(x, labels)`` is any callable: a model or an analytic score. ``labels`` maps each level to the
     label passed to ``score`` (default: its position; give the model's own indices when ``sigmas`` is a
     subset of its schedule). ``callback`` receives per-level diagnostics (‖s‖, ‖z‖, ‖x‖, SNR), which are
-    computed only when it is given. ``noise_fn(x)`` replaces the standard-normal draw (interpolation uses it).
+    computed only when it is given. ``noise_fn(x)`` replaces the standard-normal draw (interpolation uses it)
+    and implies the torch update.
+
+    Fused backends (all but ``"torch"``): the noise of step t of level i is keyed by ``seed`` (default: drawn
+    from ``generator``) at offset i·T + t, so ``start_level=k`` with x0 = the state after level k − 1 continues a
+    run exactly. ``precision`` "bf16"/"fp16" runs the network under autocast; the state stays float32.
     """
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
     _check(x0, sigmas, n_steps_each, step_lr, backend)
-    noise = noise_fn if noise_fn is not None else (lambda x: _randn(x, generator))
+    if not 0 <= start_level < len(sigmas):
+        raise ValueError(f"start_level: must be in [0, {len(sigmas)}), got {start_level}")
+    score = _with_precision(score, precision, x0.device)
+    if backend == "torch" or noise_fn is not None or (backend == "auto" and x0.dtype == torch.float64):
+        # float64 chains (analytic scores, tests of the discretization) keep float64 arithmetic
+        noise = noise_fn if noise_fn is not None else (lambda x: _randn(x, generator))
+        update: _TorchUpdate | _FusedUpdate = _TorchUpdate(noise)
+        x = x0.clone()
+    else:
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=_generator_device(generator)))
+        update = _FusedUpdate(seed, backend, x0.shape[0], x0.device)
+        x = x0.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     return _langevin(
         score,
-        x0.clone(),
+        x,
         sigmas,
         _level_labels(sigmas, labels),
         n_steps_each,
         step_lr,
         denoise,
-        noise,
+        update,
         None,
         final_only,
         callback,
         progress,
+        start_level,
     )
+
+
+def _generator_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
 
 
 def interpolation_weights(n_interpolations: int) -> torch.Tensor:
@@ -206,7 +297,7 @@ def interpolate(
     For each row r of ``x0`` (R rows), two noise sequences z⁽¹⁾ (drawn from ``generators[0]``) and z⁽²⁾ (from
     ``generators[1]``), each of shape x0 per step, and the shared start x0[r]: the k-th of the N+2 samples
     (k = 0 … N+1) uses cos(kπ/(2(N+1)))·z⁽¹⁾ + sin(kπ/(2(N+1)))·z⁽²⁾ at every step. k = 0 is exactly the plain
-    sample with generator 1, k = N+1 the plain sample with generator 2. Returns (R·(N+2), C, H, W), row-major.
+    sample with generator 1 (``annealed_langevin(..., backend="torch")``), k = N+1 the one with generator 2. Returns (R·(N+2), C, H, W), row-major.
     """
     w = interpolation_weights(n_interpolations).to(x0.dtype)
     rows, k = x0.shape[0], w.shape[0]
@@ -270,7 +361,7 @@ def inpaint(
         n_steps_each,
         step_lr,
         denoise,
-        lambda x: _randn(x, generator),
+        _TorchUpdate(lambda x: _randn(x, generator)),
         pre_step,
         True,
         None,

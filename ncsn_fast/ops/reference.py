@@ -6,6 +6,9 @@ checked against them and a benchmark can time "what the official code does".
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -46,3 +49,60 @@ def instance_norm_pp(
 def langevin_step(x: torch.Tensor, score: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
     """One Langevin update x + α·s + √(2α)·z (Algorithm 1 of NCSN), out of place."""
     return x + step_size * score + noise * (2.0 * step_size) ** 0.5
+
+
+# ------------------------------------------------------------------------------------ Philox4x32-10 in PyTorch
+_M32 = 0xFFFFFFFF
+
+
+def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # int64 products of 32-bit values wrap modulo 2^64; the high and low words are still exact after masking.
+    p = b * a
+    return (p >> 32) & _M32, p & _M32
+
+
+def philox4x32_10(counter: Sequence[torch.Tensor], key: tuple[int, int]) -> list[torch.Tensor]:
+    """Philox4x32-10 (Salmon et al., SC 2011) on int64 tensors holding uint32 values; the ground truth of the
+    kernels (csrc/philox.h, Triton's tl.random.philox), checked against the Random123 known answers."""
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) & _M32 for c in counter)
+    k0, k1 = key[0] & _M32, key[1] & _M32
+    for _ in range(10):
+        hi0, lo0 = _mulhilo(0xD2511F53, c0)
+        hi1, lo1 = _mulhilo(0xCD9E8D57, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = (k0 + 0x9E3779B9) & _M32, (k1 + 0xBB67AE85) & _M32
+    return [c0, c1, c2, c3]
+
+
+def philox_normal(seed: int, offset: int, numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The standard normals of ncsn_fast's Langevin noise for elements 0 .. numel-1 (layout in csrc/philox.h):
+    element i takes output i % 4 of Philox at counter (i // 4, offset), key seed; uniforms ((r >> 8) + ½)·2⁻²⁴;
+    Box–Muller on output pairs (0, 1) and (2, 3). Computed in float64 from the exact uniforms, returned float32."""
+    groups = (numel + 3) // 4
+    g = torch.arange(groups, dtype=torch.int64, device=device)
+    r = philox4x32_10((g, g >> 32, torch.full_like(g, offset), torch.full_like(g, offset >> 32)), (seed, seed >> 32))
+    u = [((v >> 8).double() + 0.5) * 2.0**-24 for v in r]
+    z = []
+    for a, b in ((u[0], u[1]), (u[2], u[3])):
+        rad = torch.sqrt(-2.0 * torch.log(a))
+        z += [rad * torch.cos(2 * math.pi * b), rad * torch.sin(2 * math.pi * b)]
+    return torch.stack(z, dim=1).reshape(-1)[:numel].float()
+
+
+def langevin_step_(
+    x: torch.Tensor,
+    score: torch.Tensor,
+    step_size: float,
+    seed: int,
+    offset: int,
+    stats: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """In-place Langevin update with the Philox noise of :func:`philox_normal`; per-sample Σs², Σz², Σx² (after the
+    update) into ``stats`` (N, 3) when given. The definition the fused kernels are tested against."""
+    z = philox_normal(seed, offset, x.numel(), x.device).view(x.shape)
+    s = score.float()
+    x.add_(step_size * s + math.sqrt(2.0 * step_size) * z)
+    if stats is not None:
+        flat = lambda t: t.reshape(t.shape[0], -1).double()  # noqa: E731
+        stats.copy_(torch.stack([flat(s).square().sum(1), flat(z).square().sum(1), flat(x).square().sum(1)], 1))
+    return x

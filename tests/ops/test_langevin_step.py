@@ -1,0 +1,206 @@
+"""The fused Langevin step: Philox known answers, noise identical across backends, statistics of the noise,
+the update and its per-sample sums against the PyTorch definition, bad input, and the sampler built on it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy import stats as sps
+
+from ncsn_fast.ops import _backend, langevin_step_, reference
+from ncsn_fast.sampling import annealed_langevin
+from tests.conftest import cpu_backends, rel_err
+
+FUSED = [b for b in cpu_backends("langevin_step_") if b != "reference"]
+
+# Random123's known-answer vectors for Philox4x32-10 (../shared/reference/README.md).
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("counter", "key", "want"), KAT)
+def test_philox_known_answers(counter, key, want):
+    got = reference.philox4x32_10([torch.tensor([c]) for c in counter], key)
+    assert [int(g) for g in got] == list(want)
+
+
+@pytest.mark.skipif("triton" not in FUSED, reason="triton is not installed")
+@pytest.mark.parametrize(("counter", "key", "want"), KAT)
+def test_triton_philox_known_answers(counter, key, want):
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kat_kernel(out_ptr, ctr_ptr, seed):
+        one = tl.arange(0, 1)
+        c = [tl.load(ctr_ptr + k + one).to(tl.uint32) for k in tl.static_range(4)]
+        r0, r1, r2, r3 = tl.random.philox(seed, c[0], c[1], c[2], c[3])
+        tl.store(out_ptr + tl.arange(0, 1), r0.to(tl.int64))
+        tl.store(out_ptr + 1 + tl.arange(0, 1), r1.to(tl.int64))
+        tl.store(out_ptr + 2 + tl.arange(0, 1), r2.to(tl.int64))
+        tl.store(out_ptr + 3 + tl.arange(0, 1), r3.to(tl.int64))
+
+    seed = key[0] | (key[1] << 32)
+    if seed >= 2**63:
+        pytest.skip("Triton takes the key as one int64 seed: keys with the top bit set are not reachable")
+    out = torch.zeros(4, dtype=torch.int64)
+    kat_kernel[(1,)](out, torch.tensor(counter, dtype=torch.int64), seed)
+    assert [int(v) & 0xFFFFFFFF for v in out] == list(want)
+
+
+def _noise(backend: str, shape, seed: int, offset: int) -> torch.Tensor:
+    """z recovered from one update with α = ½ (so √(2α) = 1): z = x_new − x − ½ s, on fresh random x and s."""
+    x = torch.randn(shape)
+    s = torch.randn(shape)
+    out = x.clone()
+    langevin_step_(out, s, 0.5, seed, offset, backend=backend)
+    return out - x - 0.5 * s
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("shape", [(3, 3, 5, 5), (2, 3, 32, 32), (5, 7), (1, 1, 3, 3), (4, 1, 1, 1)])
+def test_update_and_stats_match_the_definition(backend, shape):
+    """Same (seed, offset) → the PyTorch definition's noise and sums, on shapes whose samples split Philox groups."""
+    seed, offset = int(torch.randint(0, 2**62, ())), int(torch.randint(0, 2**40, ()))
+    x = torch.randn(shape) * 3
+    s = torch.randn(shape)
+    want, want_stats = x.clone(), torch.empty(shape[0], 3)
+    reference.langevin_step_(want, s, 0.37, seed, offset, want_stats)
+    got, got_stats = x.clone(), torch.full((shape[0], 3), float("nan"))
+    langevin_step_(got, s, 0.37, seed, offset, got_stats, backend=backend)
+    assert (got - want).abs().max() <= 2e-6 * (1 + x.abs().max())
+    assert rel_err(got_stats, want_stats) <= 1e-5
+
+
+@pytest.mark.skipif(len(FUSED) < 2, reason="needs two fused backends (cpu and triton)")
+def test_same_noise_on_every_backend():
+    """The reproducibility promise: one (seed, offset) → the same z on the CPU kernel and on Triton."""
+    zs = {b: _noise(b, (4, 3, 9, 9), 2024, 77) for b in [*FUSED, "reference"]}
+    for b in FUSED:
+        assert (zs[b] - zs["reference"]).abs().max() <= 2e-6, b
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_noise_statistics():
+    """10⁶ draws: N(0, 1) by mean, variance and Kolmogorov–Smirnov; no correlation between neighbouring elements,
+    successive offsets or different seeds."""
+    n = 10**6
+    z = _noise("cpu", (10, n // 10), 11, 0).flatten().double()
+    tol = 5 / math.sqrt(n)
+    assert abs(z.mean()) < tol
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert sps.kstest(z.numpy(), "norm").pvalue > 1e-3
+    corr = lambda a, b: float(torch.corrcoef(torch.stack([a, b]))[0, 1])  # noqa: E731
+    assert abs(corr(z[:-1], z[1:])) < tol  # neighbours (within and across Philox groups)
+    assert abs(corr(z[0::4], z[2::4])) < 2 * tol  # the two Box–Muller pairs of a group
+    z_next = _noise("cpu", (10, n // 10), 11, 1).flatten().double()
+    z_seed = _noise("cpu", (10, n // 10), 12, 0).flatten().double()
+    assert abs(corr(z, z_next)) < tol and abs(corr(z, z_seed)) < tol
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_low_precision_score_keeps_a_float32_state(backend):
+    x = torch.randn(2, 3, 8, 8)
+    s = torch.randn(2, 3, 8, 8).to(torch.bfloat16)
+    want = x.clone()
+    reference.langevin_step_(want, s.float(), 0.01, 5, 6)
+    langevin_step_(x, s, 0.01, 5, 6, backend=backend)
+    assert x.dtype == torch.float32
+    assert (x - want).abs().max() <= 1e-6 * (1 + want.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda x, s: (x.double(), s.double(), 0.1, 1, 0), TypeError, "x: expected a float32"),
+        (lambda x, s: (x.transpose(2, 3), s, 0.1, 1, 0), ValueError, "x: must be contiguous"),
+        (lambda x, s: (x, s[:, :2], 0.1, 1, 0), ValueError, "score: shape"),
+        (lambda x, s: (x, s.long(), 0.1, 1, 0), TypeError, "score: expected float32"),
+        (lambda x, s: (x, s, -0.1, 1, 0), ValueError, "step_size: must be finite and ≥ 0, got -0.1"),
+        (lambda x, s: (x, s, float("nan"), 1, 0), ValueError, "step_size"),
+        (lambda x, s: (x, s, 0.1, -1, 0), ValueError, r"seed: must be an integer in \[0, 2\^63\), got -1"),
+        (lambda x, s: (x, s, 0.1, 2**63, 0), ValueError, "seed"),
+        (lambda x, s: (x, s, 0.1, 1, -5), ValueError, "offset"),
+    ],
+)
+def test_bad_input_is_a_clear_error(make, error, match):
+    x, s = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    with pytest.raises(error, match=match):
+        langevin_step_(*make(x, s))
+
+
+def test_bad_stats_buffer():
+    x, s = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"stats: expected a float32 tensor of shape \(2, 3\)"):
+        langevin_step_(x, s, 0.1, 1, 0, torch.empty(3, 3))
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_kernel_checks_its_own_inputs():
+    with pytest.raises(RuntimeError, match="step_size must be >= 0"):
+        torch.ops.ncsn_fast.langevin_step_(torch.randn(2, 3), torch.randn(2, 3), -1.0, 0, 0, None)
+
+
+# ------------------------------------------------------------------------------------------- the sampler
+def _tiny_model():
+    import ncsn_fast as nf
+
+    cfg = nf.load_config({"data": {"image_size": 16, "channels": 1}, "model": {"ngf": 8, "num_classes": 6}})
+    torch.manual_seed(3)
+    return nf.build_model(cfg).eval(), nf.get_sigmas(cfg)
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_sampler_is_deterministic_and_resumable():
+    model, sigmas = _tiny_model()
+    x0 = torch.rand(3, 1, 16, 16)
+    run = lambda **kw: annealed_langevin(model, x0, sigmas, 2, 1e-4, seed=99, **kw)  # noqa: E731
+    full = run()
+    assert torch.equal(full, run())
+    assert not torch.equal(full, annealed_langevin(model, x0, sigmas, 2, 1e-4, seed=100))
+    # Resume at level 3 from the state after level 2 (the 6th step): the same samples.
+    steps = run(final_only=False, denoise=False)
+    resumed = annealed_langevin(model, steps[3 * 2 - 1], sigmas, 2, 1e-4, seed=99, start_level=3)
+    assert torch.equal(resumed, full)
+
+
+@pytest.mark.skipif(len(FUSED) < 2, reason="needs two fused backends (cpu and triton)")
+def test_sampler_cpu_and_triton_give_the_same_samples():
+    """End to end on a small model: the same seed through the CPU kernel and through Triton."""
+    model, sigmas = _tiny_model()
+    x0 = torch.rand(2, 1, 16, 16)
+    a = annealed_langevin(model, x0, sigmas[:4], 3, 1e-4, seed=7, backend="cpu")
+    b = annealed_langevin(model, x0, sigmas[:4], 3, 1e-4, seed=7, backend="triton")
+    assert rel_err(b, a) <= 1e-5
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_non_finite_score_stops_with_level_and_step():
+    calls = {"n": 0}
+
+    def score(x, y):
+        calls["n"] += 1
+        return torch.full_like(x, float("nan")) if calls["n"] == 5 else -x
+
+    with pytest.raises(FloatingPointError, match=r"level 1 \(σ = 2\), step 1"):
+        annealed_langevin(score, torch.rand(2, 1, 4, 4), [3.0, 2.0, 1.0], 3, 0.01, seed=1)
+    assert calls["n"] == 5  # stopped at once, no further network evaluations
+
+
+def test_sampler_backend_reference_equals_the_kernel_definition():
+    """backend="reference" runs the PyTorch definition of the op: same samples as the kernel up to rounding."""
+    model, sigmas = _tiny_model()
+    x0 = torch.rand(2, 1, 16, 16)
+    a = annealed_langevin(model, x0, sigmas[:3], 2, 1e-4, seed=5, backend="reference")
+    b = annealed_langevin(model, x0, sigmas[:3], 2, 1e-4, seed=5)
+    assert rel_err(b, a) <= 1e-5
+    assert _backend.choose("langevin_step_", x0.device) in FUSED + ["reference"]
