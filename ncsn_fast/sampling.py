@@ -297,7 +297,8 @@ def interpolate(
     For each row r of ``x0`` (R rows), two noise sequences z⁽¹⁾ (drawn from ``generators[0]``) and z⁽²⁾ (from
     ``generators[1]``), each of shape x0 per step, and the shared start x0[r]: the k-th of the N+2 samples
     (k = 0 … N+1) uses cos(kπ/(2(N+1)))·z⁽¹⁾ + sin(kπ/(2(N+1)))·z⁽²⁾ at every step. k = 0 is exactly the plain
-    sample with generator 1 (``annealed_langevin(..., backend="torch")``), k = N+1 the one with generator 2. Returns (R·(N+2), C, H, W), row-major.
+    sample with generator 1 (``annealed_langevin(..., backend="torch")``), k = N+1 the one with generator 2.
+    Returns (R·(N+2), C, H, W), row-major.
     """
     w = interpolation_weights(n_interpolations).to(x0.dtype)
     rows, k = x0.shape[0], w.shape[0]
