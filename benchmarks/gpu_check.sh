@@ -36,6 +36,9 @@ note "reference-model tests (CPU ops, this machine's torch): $(tail -1 "$OUT_DIR
 timeout 240 python -m pytest benchmarks/bench_instance_norm_pp_elu.py -q -p no:cacheprovider \
   --benchmark-json="$OUT_DIR/bench_op.json" >"$OUT_DIR/bench_op.log" 2>&1
 note "op benchmark: $(tail -1 "$OUT_DIR/bench_op.log")"
+timeout 90 python -m pytest benchmarks/bench_langevin.py -q -p no:cacheprovider -k langevin_step \
+  --benchmark-json="$OUT_DIR/bench_langevin.json" >"$OUT_DIR/bench_langevin.log" 2>&1
+note "langevin benchmark: $(tail -1 "$OUT_DIR/bench_langevin.log")"
 timeout 150 python -m pytest benchmarks/bench_model.py -q -p no:cacheprovider \
   --benchmark-json="$OUT_DIR/bench_model.json" >"$OUT_DIR/bench_model.log" 2>&1
 note "model benchmark: $(tail -1 "$OUT_DIR/bench_model.log")"
@@ -43,13 +46,14 @@ note "model benchmark: $(tail -1 "$OUT_DIR/bench_model.log")"
 # 4. Compact summary: ratio tables and the forward bandwidth of each provider.
 {
   echo "== ratios (time per call or per sample; x over reference, x over compiled)"
-  grep -h -A8 -E "^(instance_norm_pp_elu|ncsnv2-forward)" "$OUT_DIR"/bench_op.log "$OUT_DIR"/bench_model.log \
-    | grep -E "^(instance|ncsnv2|  )" || true
-  python - "$OUT_DIR/bench_op.json" <<'PY' || true
+  grep -h -A10 -E "^(instance_norm_pp_elu|ncsnv2-forward|langevin-step)" "$OUT_DIR"/bench_op.log \
+    "$OUT_DIR"/bench_langevin.log "$OUT_DIR"/bench_model.log | grep -E "^(instance|ncsnv2|langevin|  )" || true
+  python - "$OUT_DIR/bench_op.json" "$OUT_DIR/bench_langevin.json" <<'PY' || true
 import json, sys
-for b in json.load(open(sys.argv[1]))["benchmarks"]:
-    gbs = b.get("extra_info", {}).get("effective_gb_per_s")
-    if gbs and "forward" in b["group"]:
-        print(f"  {b['name']:55s} {gbs:8.1f} GB/s (read x + write y)")
+for path in sys.argv[1:]:
+    for b in json.load(open(path))["benchmarks"]:
+        gbs = b.get("extra_info", {}).get("effective_gb_per_s")
+        if gbs:
+            print(f"  {b['name']:55s} {gbs:8.1f} GB/s (compulsory bytes / min time)")
 PY
 } | tee -a "$summary"

@@ -11,6 +11,7 @@ import torch
 
 from ncsn_fast.checkpoint import CheckpointError
 from ncsn_fast.config import ConfigError
+from ncsn_fast.sampling import BACKENDS as SAMPLER_BACKENDS
 
 EXIT_USAGE = 2
 
@@ -194,7 +195,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         x0 = _cl(init_samples(n, shape, gen, device, data, float(sigmas[0])))
         out = annealed_langevin(
-            score, x0, sigmas, steps, step_lr, denoise, gen, args.backend, True, callback, labels, progress
+            score,
+            x0,
+            sigmas,
+            steps,
+            step_lr,
+            denoise,
+            gen,
+            args.backend,
+            True,
+            callback,
+            labels,
+            progress,
+            precision=args.precision,
         )
         nrow = max(1, math.ceil(math.sqrt(n)))
     shape_out = _write_samples(out, cfg, args.out, nrow)
@@ -316,7 +329,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--denoise", dest="denoise", action="store_true", default=None)
     s.add_argument("--no-denoise", dest="denoise", action="store_false")
-    s.add_argument("--backend", default="auto", choices=["auto", "torch"])
+    s.add_argument(
+        "--backend",
+        default="auto",
+        choices=list(SAMPLER_BACKENDS),
+        help="Langevin update: the fused op (auto: best for the device; or cpu/cuda/triton/reference) or 'torch' "
+        "(the official arithmetic and torch.randn noise stream)",
+    )
+    s.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="network under autocast in bf16/fp16; the sampler state and update stay float32",
+    )
     s.add_argument("--sampler", default="ald", help="ald (default), cas, pc or heun (see ncsn_fast.sampling)")
     s.add_argument("--nfe", type=int, help="score-evaluation budget (default: ald's full schedule; 100 for others)")
     s.add_argument("--snr", type=float, help="pc: corrector signal-to-noise ratio (default 0.16)")

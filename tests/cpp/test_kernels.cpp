@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include "../../csrc/philox.h"
+
 #include <cmath>
 #include <cstdio>
 #include <tuple>
@@ -121,9 +123,57 @@ void test_backward(bool channels_last, bool elu) {
   check(err <= 1e-6, what, err, 1e-6);
 }
 
+// Philox4x32-10 against Random123's known answers (../shared/reference/README.md).
+void test_philox_known_answers() {
+  struct Case {
+    uint32_t c[4], k[2], want[4];
+  };
+  const Case cases[] = {
+      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
+      {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+       {0xffffffff, 0xffffffff},
+       {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
+      {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+       {0xa4093822, 0x299f31d0},
+       {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
+  };
+  int wrong = 0;
+  for (const Case& t : cases) {
+    const auto r = ncsn_fast::philox::philox4x32_10(t.c[0], t.c[1], t.c[2], t.c[3], t.k[0], t.k[1]);
+    for (int j = 0; j < 4; ++j) wrong += r.x[j] != t.want[j];
+  }
+  check(wrong == 0, "Philox4x32-10 known answers (wrong words)", wrong, 0);
+}
+
+// The Langevin op: z = (x_new - x - s/2) with step 1/2, against Box-Muller in double with libm's log/cos/sin on
+// the same Philox words (checks the polynomial ln/sin/cos and the counter layout of philox.h).
+void test_langevin_noise() {
+  const int64_t n = 3, d = 37;  // 37: samples split Philox groups
+  const at::Tensor x = at::randn({n, d}), s = at::randn({n, d});
+  at::Tensor out = x.clone();
+  using Step = void(const at::Tensor&, const at::Tensor&, double, int64_t, int64_t, const std::optional<at::Tensor>&);
+  c10::Dispatcher::singleton().findSchemaOrThrow("ncsn_fast::langevin_step_", "").typed<Step>().call(
+      out, s, 0.5, 987654321, 42, std::nullopt);
+  const at::Tensor z = (out - x - 0.5 * s).contiguous();
+  double worst = 0;
+  for (int64_t i = 0; i < n * d; ++i) {
+    const uint64_t g = i / 4;
+    const auto r = ncsn_fast::philox::philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), 42, 0,
+                                                    987654321u, 0);
+    const int lane = i % 4, a = lane < 2 ? 0 : 2;
+    const double u1 = ((r.x[a] >> 8) + 0.5) / 16777216.0, u2 = ((r.x[a + 1] >> 8) + 0.5) / 16777216.0;
+    const double rad = std::sqrt(-2 * std::log(u1)), th = 2 * M_PI * u2;
+    const double want = lane % 2 == 0 ? rad * std::cos(th) : rad * std::sin(th);
+    worst = std::max(worst, std::abs(z.data_ptr<float>()[i] - want));
+  }
+  check(worst <= 2e-6, "langevin_step_ noise vs libm Box-Muller (max abs)", worst, 2e-6);
+}
+
 }  // namespace
 
 int main() {
+  test_philox_known_answers();
+  test_langevin_noise();
   at::manual_seed(1234);
   for (bool cl : {false, true})
     for (bool elu : {true, false}) {
