@@ -315,6 +315,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench_table6(args: argparse.Namespace) -> int:
+    from ncsn_fast.table6 import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ncsn-fast", description="NCSN / NCSNv2 score-based generative models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -370,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = add_arguments(sub.add_parser("train", help="train a model (the digits preset works offline)"))
     t.set_defaults(func=cmd_train)
+
+    from ncsn_fast import table6
+
+    b = sub.add_parser("bench", help="benchmarks a user can run: `bench table6` (paper Table 6 side by side)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    t6 = bsub.add_parser("table6", help="sampling and training time per dataset beside the paper's Table 6")
+    table6.add_arguments(t6)
+    t6.set_defaults(func=cmd_bench_table6)
     return p
 
 

@@ -1,6 +1,7 @@
 // CPU kernel of ncsn_fast::langevin_step_: one pass over x and the score, the Philox noise generated in cache
 // (never written to memory as a tensor), optional per-sample statistics in the same pass. Work is split into
-// chunks of one sample each (at::parallel_for); the loops are compiled generic and AVX2+FMA, chosen at run time.
+// chunks of one sample each (at::parallel_for); the loops are compiled generic, AVX2+FMA and AVX-512, chosen at
+// run time.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -23,17 +24,29 @@
 #include "langevin_step_impl.h"
 #undef NCSN_NS
 #pragma GCC pop_options
+// Philox's 32x32->64 multiplies and the Box-Muller polynomials run ~2x faster in 16 lanes.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx2,fma")
+#define NCSN_NS avx512_ld
+#include "langevin_step_impl.h"
+#undef NCSN_NS
+#pragma GCC pop_options
 #endif
 
 namespace ncsn_fast {
 namespace {
 
-bool use_avx2() {
+// 0: generic, 1: AVX2+FMA, 2: AVX-512 (F, DQ, VL).
+int isa_level() {
 #ifdef NCSN_LD_AVX2
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+  static const int level = (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                            __builtin_cpu_supports("avx512vl"))
+                               ? 2
+                           : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1
+                                                                                                : 0;
+  return level;
 #else
-  return false;
+  return 0;
 #endif
 }
 
@@ -60,7 +73,13 @@ void langevin_step_cpu(const at::Tensor& x, const at::Tensor& score, double step
         const int64_t g0 = i0 / 4, g1 = (i1 - 1) / 4;  // groups touched by [i0, i1)
         double* out = want_stats ? sums.data() + 3 * t : local;
         out[0] = out[1] = out[2] = 0;
-        if (use_avx2()) {
+        const int isa = isa_level();
+        if (isa == 2) {
+#ifdef NCSN_LD_AVX2
+          avx512_ld::fill_normals(seed, offset, g0, g1 - g0 + 1, z.data());
+          avx512_ld::update(xp + i0, sp + i0, z.data() + (i0 - 4 * g0), i1 - i0, a, b, out);
+#endif
+        } else if (isa == 1) {
 #ifdef NCSN_LD_AVX2
           avx2_ld::fill_normals(seed, offset, g0, g1 - g0 + 1, z.data());
           avx2_ld::update(xp + i0, sp + i0, z.data() + (i0 - 4 * g0), i1 - i0, a, b, out);
