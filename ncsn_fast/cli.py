@@ -208,6 +208,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             labels,
             progress,
             precision=args.precision,
+            cuda_graphs=args.cuda_graphs,
         )
         nrow = max(1, math.ceil(math.sqrt(n)))
     shape_out = _write_samples(out, cfg, args.out, nrow)
@@ -347,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         choices=["fp32", "bf16", "fp16"],
         help="network under autocast in bf16/fp16; the sampler state and update stay float32",
+    )
+    s.add_argument(
+        "--cuda-graphs", action="store_true", help="CUDA only: capture the network in a CUDA graph and replay it"
     )
     s.add_argument("--sampler", default="ald", help="ald (default), cas, pc or heun (see ncsn_fast.sampling)")
     s.add_argument("--nfe", type=int, help="score-evaluation budget (default: ald's full schedule; 100 for others)")

@@ -131,3 +131,17 @@ def test_configure_digits_reproduces_the_preset(tmp_path, capsys):
 def test_console_script_installed():
     out = subprocess.run([sys.executable, "-m", "ncsn_fast.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "sample" in out.stdout and "configure" in out.stdout
+
+
+def test_sample_bf16_and_the_torch_update_on_the_bundled_model(tmp_path, capsys):
+    """--precision bf16 (fused update, float32 state) and --backend torch both write valid samples; the same
+    seed gives the same fused samples twice."""
+    base = ["sample", "--quiet", "--every", "8", "--steps", "1", "--n", "4", "--seed", "5"]
+    outs = []
+    for extra in (["--precision", "bf16"], ["--precision", "bf16"], ["--backend", "torch"]):
+        out = tmp_path / f"run{len(outs)}"
+        code, stdout, _ = run_cli([*base, "--out", str(out), *extra], capsys)
+        assert code == 0 and "samples.png" in stdout
+        outs.append(torch.load(out / "samples.pt", weights_only=True))
+    assert all(o.shape == (4, 1, 16, 16) and torch.isfinite(o).all() for o in outs)
+    assert torch.equal(outs[0], outs[1])
