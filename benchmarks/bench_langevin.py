@@ -1,13 +1,11 @@
-"""The Langevin update, and sampling end to end.
+"""The Langevin update (sampling end to end is benchmarks/bench_sampling.py).
 
 Group ``langevin-step``: one update of (100, 3, 32, 32) float32 (a CIFAR-10 sampling batch), providers
 - official: the official sampler's step with the diagnostics it computes every step (norms of s, z, x, SNR,
   ‖mean s‖²; each a reduction pass, and .item() synchronizations);
 - bare: x + α·s + √(2α)·torch.randn_like(x), the minimal unfused step;
 - the fused op on each backend present, with and without the per-sample statistics.
-Group ``sampling-digits``: 36 samples of the bundled digits model (16×16, channels-last network as the CLI runs
-it), the official computation (reference ops, torch update) against the fused network with the torch update and
-the fully fused sampler. Quick mode: (4, 3, 8, 8) and the first 4 noise levels.
+Quick mode: (4, 3, 8, 8).
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import torch
 
 from benchmarks.conftest import record, sync_if_cuda
 from ncsn_fast.ops import available, langevin_step_
-from ncsn_fast.ops._backend import use_backend
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FUSED = [b for b in available("langevin_step_", DEVICE) if b != "reference"]
@@ -68,32 +65,3 @@ def test_langevin_step(benchmark, quick, provider):
         gb = 3 * x.numel() * 4 / 1e9  # read x and s, write x
         benchmark.extra_info["effective_gb_per_s"] = round(gb / benchmark.stats.stats.min, 1)
     record("langevin-step", provider, benchmark.stats.stats.mean, baseline="official")
-
-
-@pytest.mark.parametrize("provider", ["official", "fused-network+torch-update", "fused"])
-def test_sampling_digits(benchmark, quick, provider):
-    import ncsn_fast as nf
-    from ncsn_fast.pretrained import load_pretrained
-    from ncsn_fast.sampling import annealed_langevin, init_samples
-
-    model, cfg = load_pretrained()
-    model = model.to(DEVICE, memory_format=torch.channels_last)
-    sigmas = nf.get_sigmas(cfg)[: 4 if quick else None]
-    n = 36
-    x0 = init_samples(n, (1, cfg.data.image_size, cfg.data.image_size), torch.Generator().manual_seed(0), DEVICE)
-    x0 = x0.contiguous(memory_format=torch.channels_last)
-    backend = "auto" if provider == "fused" else "torch"
-    steps = cfg.sampling.n_steps_each
-
-    def call():
-        if provider == "official":
-            with use_backend("reference"):
-                annealed_langevin(model, x0, sigmas, steps, cfg.sampling.step_lr, seed=0, backend=backend)
-        else:
-            annealed_langevin(model, x0, sigmas, steps, cfg.sampling.step_lr, seed=0, backend=backend)
-        sync_if_cuda(DEVICE)
-
-    benchmark.group = "sampling-digits"
-    benchmark.pedantic(call, rounds=1 if quick else 3, iterations=1)
-    benchmark.extra_info.update(levels=len(sigmas), steps_each=steps, samples=n)
-    record("sampling-digits", provider, benchmark.stats.stats.mean / n, unit="sample", baseline="official")
