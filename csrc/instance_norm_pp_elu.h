@@ -47,5 +47,18 @@ inline int64_t check_instance_norm_pp_args(const at::Tensor& x, const at::Tensor
 inline bool use_channels_last(const at::Tensor& x) {
   return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
+inline at::MemoryFormat kernel_layout(const at::Tensor& x) {
+  return use_channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+inline void check_backward_shapes(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& x) {
+  TORCH_CHECK(grad_out.sizes() == x.sizes() && out.sizes() == x.sizes(), "instance_norm_pp_elu_backward: grad_out ",
+              grad_out.sizes(), " and out ", out.sizes(), " must have the shape of x ", x.sizes());
+}
+
+// A parameter gradient computed per (n, c): summed over samples for (C,) parameters, in the parameter's dtype.
+inline at::Tensor reduce_param_grad(const at::Tensor& per_sample, int64_t pstride, const at::Tensor& like) {
+  return (pstride == 0 ? per_sample.sum(0) : per_sample).to(like.scalar_type());
+}
 
 }  // namespace ncsn_fast

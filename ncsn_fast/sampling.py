@@ -169,7 +169,7 @@ class _FusedUpdate:
     def __init__(self, seed: int, backend: str, n: int, device: torch.device) -> None:
         from ncsn_fast.ops.langevin_step import langevin_step_
 
-        self.op, self.seed, self.backend = langevin_step_, seed, ("auto" if backend == "auto" else backend)
+        self.op, self.seed, self.backend = langevin_step_, seed, backend
         self.stats = torch.zeros(n, 3, device=device)
         self.check_every_step = device.type == "cpu"
 

@@ -188,11 +188,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
     const at::Tensor& grad_out, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, const at::Tensor& alpha_in, const at::Tensor& gamma_in, double eps, bool apply_elu) {
   const int64_t pstride = check_instance_norm_pp_args(x_in, alpha_in, gamma_in, std::nullopt);
-  TORCH_CHECK(grad_out.sizes() == x_in.sizes() && out_in.sizes() == x_in.sizes(),
-              "instance_norm_pp_elu_backward: grad_out ", grad_out.sizes(), " and out ", out_in.sizes(),
-              " must have the shape of x ", x_in.sizes());
-  const bool nhwc = use_channels_last(x_in);
-  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  check_backward_shapes(grad_out, out_in, x_in);
+  const auto fmt = kernel_layout(x_in);
+  const bool nhwc = fmt == at::MemoryFormat::ChannelsLast;
   const at::Tensor x = x_in.contiguous(fmt), y = out_in.contiguous(fmt);
   const at::Tensor dy = grad_out.to(x.scalar_type()).contiguous(fmt);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
@@ -272,10 +270,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
       });
     }
   });
-  auto reduce = [&](const at::Tensor& g, const at::Tensor& like) {
-    return (pstride == 0 ? g.sum(0) : g).to(like.scalar_type());
-  };
-  return {dx, reduce(dalpha, alpha_in), reduce(dgamma, gamma_in), reduce(dbeta, gamma_in)};
+  return {dx, reduce_param_grad(dalpha, pstride, alpha_in), reduce_param_grad(dgamma, pstride, gamma_in),
+          reduce_param_grad(dbeta, pstride, gamma_in)};
 }
 
 }  // namespace

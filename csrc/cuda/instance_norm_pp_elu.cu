@@ -167,6 +167,18 @@ __global__ void grad_sums_nhwc_kernel(const T* __restrict__ dy, const T* __restr
 
 // ------------------------------------------------------------------------------- per-sample coefficient blocks
 // One block per sample n, threads over channels. Parameters are (C,) (pstride 0) or (N, C) (pstride C), fp32.
+
+// m = mean_c mu and q = 1 / sqrt(unbiased var_c mu + eps) of one sample, for every thread of the block.
+template <typename A>
+__device__ void channel_stats(const A* mu, int64_t C, A eps, A* shared, A* m_out, A* q_out) {
+  A s = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += mu[c];
+  const A m = block_sum(s, shared) / static_cast<A>(C);
+  A v = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v += (mu[c] - m) * (mu[c] - m);
+  *m_out = m;
+  *q_out = A(1) / sqrt(block_sum(v, shared) / static_cast<A>(C - 1) + eps);
+}
 template <typename A>
 __global__ void forward_coefficients_kernel(const A* __restrict__ mean, const A* __restrict__ rstd,
                                             const float* __restrict__ alpha, const float* __restrict__ gamma,
@@ -175,12 +187,8 @@ __global__ void forward_coefficients_kernel(const A* __restrict__ mean, const A*
   __shared__ A shared[32];
   const int64_t n = blockIdx.x;
   const A* mu = mean + n * C;
-  A s = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += mu[c];
-  const A m = block_sum(s, shared) / static_cast<A>(C);
-  A v = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v += (mu[c] - m) * (mu[c] - m);
-  const A q = A(1) / sqrt(block_sum(v, shared) / static_cast<A>(C - 1) + eps);
+  A m, q;
+  channel_stats(mu, C, eps, shared, &m, &q);
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const int64_t pc = n * pstride + c;
     const A g = gamma[pc];
@@ -199,12 +207,8 @@ __global__ void backward_coefficients_kernel(const A* __restrict__ mean, const A
   __shared__ A shared[32];
   const int64_t n = blockIdx.x;
   const A* mu = mean + n * C;
-  A s = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += mu[c];
-  const A m = block_sum(s, shared) / static_cast<A>(C);
-  A v = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) v += (mu[c] - m) * (mu[c] - m);
-  const A q = A(1) / sqrt(block_sum(v, shared) / static_cast<A>(C - 1) + eps);
+  A m, q;
+  channel_stats(mu, C, eps, shared, &m, &q);
   // sum_c alpha_c A_c u_c, with A = gamma S_g and u = (mu - m) q
   A gu = 0;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
@@ -282,8 +286,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_cuda(const a
   const int64_t pstride = check_instance_norm_pp_args(x_in, alpha_in, gamma_in, beta_in);
   TORCH_CHECK(x_in.is_cuda(), "instance_norm_pp_elu (CUDA): x must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const bool nhwc = use_channels_last(x_in);
-  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = kernel_layout(x_in);
+  const bool nhwc = fmt == at::MemoryFormat::ChannelsLast;
   const at::Tensor x = x_in.contiguous(fmt);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), total = x.numel();
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -332,12 +336,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
     const at::Tensor& grad_out, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, const at::Tensor& alpha_in, const at::Tensor& gamma_in, double eps, bool apply_elu) {
   const int64_t pstride = check_instance_norm_pp_args(x_in, alpha_in, gamma_in, std::nullopt);
-  TORCH_CHECK(grad_out.sizes() == x_in.sizes() && out_in.sizes() == x_in.sizes(),
-              "instance_norm_pp_elu_backward: grad_out ", grad_out.sizes(), " and out ", out_in.sizes(),
-              " must have the shape of x ", x_in.sizes());
+  check_backward_shapes(grad_out, out_in, x_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const bool nhwc = use_channels_last(x_in);
-  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = kernel_layout(x_in);
+  const bool nhwc = fmt == at::MemoryFormat::ChannelsLast;
   const at::Tensor x = x_in.contiguous(fmt), y = out_in.contiguous(fmt);
   const at::Tensor dy = grad_out.to(x.scalar_type()).contiguous(fmt);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), total = x.numel();
@@ -382,10 +384,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  auto reduce = [&](const at::Tensor& g, const at::Tensor& like) {
-    return (pstride == 0 ? g.sum(0) : g).to(like.scalar_type());
-  };
-  return {dx, reduce(dalpha, alpha_in), reduce(dgamma, gamma_in), reduce(sg, gamma_in)};
+  return {dx, reduce_param_grad(dalpha, pstride, alpha_in), reduce_param_grad(dgamma, pstride, gamma_in),
+          reduce_param_grad(sg, pstride, gamma_in)};
 }
 
 }  // namespace

@@ -120,3 +120,10 @@ def choose(op: str, device: torch.device, backend: str = "auto") -> str:
             + (f" (ncsn_fast._C: {extension_error()})" if backend in ("cpu", "cuda") and extension_error() else "")
         )
     return backend
+
+
+def kernel_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the kernels compute in: channels-last when x is, else NCHW (other strides are copied to it)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

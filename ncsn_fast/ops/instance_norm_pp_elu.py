@@ -28,13 +28,6 @@ from ncsn_fast.ops import _backend, reference
 OP = "instance_norm_pp_elu"
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """The layout the kernels compute in: channels-last when x is, else NCHW (a copy for other strides)."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def check_args(x: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor | None) -> None:
     """Clear errors, naming the argument and its value, for every input the kernels cannot take."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -96,12 +89,12 @@ def instance_norm_pp_elu(
 def _fake_forward(x, alpha, gamma, beta, eps, apply_elu):
     n, c = x.shape[:2]
     stat = torch.float64 if x.dtype == torch.float64 else torch.float32
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_backend.kernel_memory_format(x))
     return out, x.new_empty((n, c), dtype=stat), x.new_empty((n, c), dtype=stat)
 
 
 def _fake_backward(grad_out, out, x, mean, rstd, alpha, gamma, eps, apply_elu):
-    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_backend.kernel_memory_format(x))
     return dx, torch.empty_like(alpha), torch.empty_like(gamma), torch.empty_like(gamma)
 
 

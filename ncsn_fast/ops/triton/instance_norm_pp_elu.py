@@ -13,6 +13,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from ncsn_fast.ops._backend import kernel_memory_format
+
 BLOCK_HW = 1024
 
 
@@ -160,10 +162,9 @@ def _instance_norm_pp_grad_apply_kernel(
 
 
 def _layout(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
-    """x as NCHW-contiguous or channels-last (kept when it already is), and that memory format."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return x, torch.channels_last
-    return x.contiguous(), torch.contiguous_format
+    """x in the layout the kernels compute in (ops/_backend.py), and that memory format."""
+    fmt = kernel_memory_format(x)
+    return x.contiguous(memory_format=fmt), fmt
 
 
 def _plane_strides(x: torch.Tensor) -> tuple[int, int, int]:
