@@ -381,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = add_arguments(sub.add_parser("train", help="train a model (the digits preset works offline)"))
     t.set_defaults(func=cmd_train)
 
+    from ncsn_fast.evaluation import commands as evaluation
+
+    evaluation.add_arguments(sub)
+
     from ncsn_fast import table6
 
     b = sub.add_parser("bench", help="benchmarks a user can run: `bench table6` (paper Table 6 side by side)")

@@ -152,33 +152,13 @@ def _config_mismatch(saved: dict[str, Any], cfg: Config) -> list[str]:
 
 
 def plot_loss_curve(metrics: Path, out: Path) -> None:
-    """A small log-scale loss-vs-step PNG drawn with Pillow (no plotting dependency)."""
-    from PIL import Image, ImageDraw
+    """Log-scale loss-vs-step PNG (nothing written before two logged steps)."""
+    from ncsn_fast.plotting import line_chart
 
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     pts = [(r["step"], r["loss"]) for r in rows if r.get("loss", 0) > 0]
-    if len(pts) < 2:
-        return
-    w, h, m = 640, 360, 48
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    s0, s1 = pts[0][0], pts[-1][0]
-    lo, hi = math.log10(min(p[1] for p in pts)), math.log10(max(p[1] for p in pts))
-    hi = hi if hi > lo else lo + 1
-
-    def xy(step: float, loss: float) -> tuple[float, float]:
-        x = m + (w - 2 * m) * (step - s0) / max(s1 - s0, 1)
-        y = h - m - (h - 2 * m) * (math.log10(loss) - lo) / (hi - lo)
-        return x, y
-
-    d.rectangle([m, m, w - m, h - m], outline="black")
-    d.line([xy(*p) for p in pts], fill=(31, 119, 180), width=2)
-    d.text((m, 8), f"DSM loss (log scale), steps {s0}-{s1}", fill="black")
-    d.text((m, h - m + 6), f"{s0}", fill="black")
-    d.text((w - m - 40, h - m + 6), f"{s1}", fill="black")
-    d.text((4, m - 6), f"{10**hi:.3g}", fill="black")
-    d.text((4, h - m - 6), f"{10**lo:.3g}", fill="black")
-    img.save(out)
+    if len(pts) >= 2:
+        line_chart({"DSM loss": pts}, out, f"DSM loss, steps {pts[0][0]}-{pts[-1][0]}", log_y=True)
 
 
 def _distributed() -> tuple[int, int, int]:
