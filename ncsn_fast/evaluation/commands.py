@@ -18,10 +18,12 @@ from ncsn_fast.evaluation.fid import (
     GaussianStats,
     InceptionFeatures,
     feature_stats,
+    fid_batches,
     find_standard_weights,
     frechet_distance,
     load_inception,
     load_stats,
+    quantize_8bit,
     sample_statistics,
     save_stats,
     write_json,
@@ -130,8 +132,7 @@ def add_arguments(sub: Any) -> None:
     nb = sub.add_parser("neighbors", help="nearest training images of samples, flips included (Appendix C.5.2)")
     nb.add_argument("--ckpt", help="checkpoint (default: the bundled digits model)")
     nb.add_argument("--samples", help="samples.pt written by `ncsn-fast sample` (default: draw --n new ones)")
-    nb.add_argument("--n", type=int, default=8, help="samples to draw when --samples is not given")
-    nb.add_argument("--steps", type=int, help="Langevin steps per level when drawing samples")
+    nb.add_argument("--n", type=int, default=8, help="samples to draw (the config's T and ε) without --samples")
     nb.add_argument("--data", help="training data folder (not needed for digits)")
     nb.add_argument("--k", type=int, default=10)
     nb.add_argument(
@@ -479,24 +480,10 @@ def run_neighbors(args: argparse.Namespace) -> int:
             raise FIDError(f"--samples: expected a (N, C, H, W) tensor in {args.samples!r}")
         samples = samples.float() / 255.0 if samples.dtype == torch.uint8 else samples.float()
     else:
-        plan = FIDSampling(
-            n=max(args.n, 2),
-            batch_size=max(args.n, 2),
-            n_steps_each=args.steps or cfg.sampling.n_steps_each,
-            step_lr=cfg.sampling.step_lr,
-            seed=args.seed,
-        )
-        _, kept = sample_statistics(
-            model,
-            cfg,
-            plan,
-            lambda x: torch.zeros(len(x), FEATURE_DIM),
-            (cfg.sampling.denoise,),
-            device,
-            keep=args.n,
-            progress=not args.quiet,
-        )
-        samples = torch.cat([t for _, t in kept[cfg.sampling.denoise]]).float() / 255.0
+        plan = FIDSampling(args.n, args.n, cfg.sampling.n_steps_each, cfg.sampling.step_lr, seed=args.seed)
+        denoise = cfg.sampling.denoise
+        batches = fid_batches(model, cfg, plan, (denoise,), device, progress=not args.quiet)
+        samples = torch.cat([quantize_8bit(images[denoise]).cpu() for _, images in batches])
     mode = args.features
     if mode == "auto":
         mode = "inception" if args.weights or find_standard_weights() else "pixels"

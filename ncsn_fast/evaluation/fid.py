@@ -22,7 +22,7 @@ import os
 import socket
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,7 +372,11 @@ class InceptionFeatures(nn.Module):
     """
 
     def __init__(
-        self, state_dict: dict[str, torch.Tensor], info: dict[str, Any] | None = None, quantize: bool = True
+        self,
+        state_dict: dict[str, torch.Tensor],
+        info: dict[str, Any] | None = None,
+        quantize: bool = True,
+        chunk: int = 200,
     ) -> None:
         super().__init__()
         pfi = _pytorch_fid()
@@ -388,6 +392,7 @@ class InceptionFeatures(nn.Module):
         self.net.eval()
         self.info = dict(info or {})
         self.quantize = quantize
+        self.chunk = chunk
 
     def protocol(self) -> dict[str, Any]:
         return {
@@ -404,7 +409,8 @@ class InceptionFeatures(nn.Module):
         if self.quantize:
             x = quantize_8bit(x)
         dev = next(self.net.parameters()).device
-        return self.net(x.to(dev))[0].flatten(1).float()
+        # chunks: at 299 × 299 one image's activations take ~25 MB, and sampling batches can be 1000 images
+        return torch.cat([self.net(c.to(dev))[0].flatten(1).float() for c in x.split(self.chunk)])
 
 
 def _package_version() -> str:
@@ -474,6 +480,68 @@ def batch_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> np.uint64(2))
 
 
+def fid_batches(
+    model: nn.Module,
+    cfg,
+    plan: FIDSampling,
+    denoise: Sequence[bool] = (True,),
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+) -> Iterator[tuple[int, dict[bool, torch.Tensor]]]:
+    """This rank's share of ``plan.n`` samples by annealed Langevin dynamics: (global batch index, {denoise: images
+    in [0, 1] on ``device``}) per batch.
+
+    Samples come in global batches of ``plan.batch_size``; batch b uses :func:`batch_seed` (seed, b) for its
+    initial state and its Langevin noise, and rank r of ``world`` takes the batches b ≡ r (mod world). The samples
+    are therefore the same on one process or on eight. With both denoise modes one chain gives both: the denoised
+    image is the Tweedie step x + σ_L² s(x, σ_L) on the final state (the sampler's own denoising step).
+    """
+    from tqdm import tqdm
+
+    from ncsn_fast.data import inverse_data_transform
+    from ncsn_fast.sampling import _with_precision, annealed_langevin, init_samples
+    from ncsn_fast.techniques import get_sigmas
+
+    if plan.n < 1:
+        raise FIDError(f"--n: must be at least 1, got {plan.n}")
+    if plan.batch_size < 1:
+        raise FIDError(f"--batch-size: must be at least 1, got {plan.batch_size}")
+    device = torch.device(device)
+    sigmas = get_sigmas(cfg)
+    sigma_last = float(sigmas[-1])
+    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    modes = sorted(set(bool(d) for d in denoise))
+    mine = list(range(rank, math.ceil(plan.n / plan.batch_size), world))
+    score = _with_precision(model, plan.precision, device)
+    bar = tqdm(
+        total=sum(min(plan.batch_size, plan.n - b * plan.batch_size) for b in mine),
+        desc="samples" + (f" (rank {rank})" if world > 1 else ""),
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for b in mine:
+        size = min(plan.batch_size, plan.n - b * plan.batch_size)
+        gen = torch.Generator().manual_seed(batch_seed(plan.seed, b))
+        x0 = init_samples(size, shape, gen, device).contiguous(memory_format=torch.channels_last)
+        x = annealed_langevin(
+            model, x0, sigmas, plan.n_steps_each, plan.step_lr, False, gen, plan.backend, precision=plan.precision
+        )
+        with torch.no_grad():
+            outs = {False: x}
+            if True in modes:
+                y = torch.full((size,), len(sigmas) - 1, dtype=torch.long, device=device)
+                outs[True] = x + sigma_last**2 * score(x, y).to(x.dtype)
+        images = {m: inverse_data_transform(cfg, outs[m].float()) for m in modes}
+        for img in images.values():
+            if not torch.isfinite(img).all():
+                raise FloatingPointError(f"FID sampling diverged: non-finite samples in batch {b}")
+        bar.update(size)
+        yield b, images
+    bar.close()
+
+
 def sample_statistics(
     model: nn.Module,
     cfg,
@@ -486,72 +554,21 @@ def sample_statistics(
     keep: int = 0,
     progress: bool = True,
 ) -> tuple[dict[bool, GaussianStats], dict[bool, list[tuple[int, torch.Tensor]]]]:
-    """Draw ``plan.n`` samples by annealed Langevin dynamics and return the feature statistics per denoise mode.
-
-    Samples come in global batches of ``plan.batch_size``; batch b uses :func:`batch_seed` (seed, b) for its
-    initial state and its Langevin noise, and rank r of ``world`` takes the batches b ≡ r (mod world). The samples
-    (hence the FID) are therefore the same on one process or on eight, and the ranks' statistics combine exactly
-    (:meth:`GaussianStats.all_reduce`; call it after this). With both denoise modes, one chain gives both: the
-    denoised image is the Tweedie step x + σ_L² s(x, σ_L) on the final state. ``keep``: also return this rank's
-    first ``keep`` samples per mode as (global batch index, uint8 images) pairs (for a grid or ``--save-samples``).
-    """
-    from tqdm import tqdm
-
-    from ncsn_fast.data import inverse_data_transform
-    from ncsn_fast.sampling import _with_precision, annealed_langevin, init_samples
-    from ncsn_fast.techniques import get_sigmas
-
+    """Feature statistics per denoise mode of this rank's :func:`fid_batches`; combine the ranks' with
+    :meth:`GaussianStats.all_reduce`. ``keep``: also return this rank's first ``keep`` samples per mode as (global
+    batch index, uint8 images) pairs (for a grid or ``--save-samples``)."""
     if plan.n < 2:
         raise FIDError(f"--n: FID needs at least 2 samples, got {plan.n}")
-    if plan.batch_size < 1:
-        raise FIDError(f"--batch-size: must be at least 1, got {plan.batch_size}")
-    device = torch.device(device)
-    sigmas = get_sigmas(cfg)
-    sigma_last = float(sigmas[-1])
-    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     modes = sorted(set(bool(d) for d in denoise))
     stats = {m: GaussianStats(FEATURE_DIM) for m in modes}
     kept: dict[bool, list[tuple[int, torch.Tensor]]] = {m: [] for m in modes}
     n_kept = 0
-    n_batches = math.ceil(plan.n / plan.batch_size)
-    mine = list(range(rank, n_batches, world))
-    score = _with_precision(model, plan.precision, device)
-    bar = tqdm(
-        total=sum(min(plan.batch_size, plan.n - b * plan.batch_size) for b in mine),
-        desc="FID samples" + (f" (rank {rank})" if world > 1 else ""),
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    for b in mine:
-        size = min(plan.batch_size, plan.n - b * plan.batch_size)
-        gen = torch.Generator().manual_seed(batch_seed(plan.seed, b))
-        x0 = init_samples(size, shape, gen, device).contiguous(memory_format=torch.channels_last)
-        x = annealed_langevin(
-            model,
-            x0,
-            sigmas,
-            plan.n_steps_each,
-            plan.step_lr,
-            denoise=False,
-            generator=gen,
-            backend=plan.backend,
-            precision=plan.precision,
-        )
-        with torch.no_grad():
-            outs = {False: x}
-            if True in modes:
-                y = torch.full((size,), len(sigmas) - 1, dtype=torch.long, device=device)
-                outs[True] = x + sigma_last**2 * score(x, y).to(x.dtype)  # Tweedie denoising, as the sampler does
-        for m in modes:
-            img = inverse_data_transform(cfg, outs[m].float().cpu())
-            if not torch.isfinite(img).all():
-                raise FloatingPointError(f"FID sampling diverged: non-finite samples in batch {b}")
+    for b, images in fid_batches(model, cfg, plan, modes, device, rank, world, progress):
+        for m, img in images.items():
             stats[m].update(features(img))
             if n_kept < keep:
-                kept[m].append((b, to_uint8(img[: keep - n_kept])))
-        n_kept += min(size, max(keep - n_kept, 0))
-        bar.update(size)
-    bar.close()
+                kept[m].append((b, to_uint8(img[: keep - n_kept]).cpu()))
+        n_kept += min(len(images[modes[0]]), max(keep - n_kept, 0))
     return stats, kept
 
 

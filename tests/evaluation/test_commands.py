@@ -203,6 +203,15 @@ def test_neighbors_cli_finds_planted_digits(tmp_path, capsys):
         assert im.size == (4 * 17 + 1, 3 * 17 + 1)  # 3 rows of sample + 3 neighbours, 1 px padding
 
 
+def test_neighbors_cli_draws_samples_when_none_are_given(tmp_path, capsys, tiny_ckpts):
+    out = tmp_path / "g.png"
+    args = ["neighbors", "--ckpt", str(tiny_ckpts[0]), "--no-ema", "--n", "3", "--k", "2", "--out", str(out), "--quiet"]
+    code, stdout, _ = run(args, capsys)
+    assert code == 0 and "3 samples" in stdout
+    nb = json.loads(out.with_suffix(".json").read_text())["neighbors"]
+    assert len(nb) == 3 and all(len(row) == 2 and row[0]["distance"] <= row[1]["distance"] for row in nb)
+
+
 @pytest.fixture(scope="module")
 def dummy_stats(tmp_path_factory):
     path = tmp_path_factory.mktemp("dummy") / "s.npz"

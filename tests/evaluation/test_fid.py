@@ -247,6 +247,11 @@ def test_feature_pipeline_resizes_to_299_and_scales_to_minus_one_one(random_ince
     assert (feats[0] - feats[1]).abs().max() > 1e-3  # different images, different features
     one_by_one = torch.cat([random_inception(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(one_by_one, feats, rtol=1e-4, atol=1e-4)
+    random_inception.chunk = 2  # large sampling batches go through the network in chunks
+    try:
+        torch.testing.assert_close(random_inception(x), feats, rtol=1e-4, atol=1e-4)
+    finally:
+        random_inception.chunk = 200
     as_uint8 = random_inception(torch.floor(x * 255 + 0.5).to(torch.uint8))
     torch.testing.assert_close(as_uint8, feats, rtol=1e-5, atol=1e-5)
 
