@@ -284,3 +284,19 @@ def test_weights_file_loading_and_its_hash(tmp_path):
     torch.save({"conv.weight": torch.ones(2)}, tmp_path / "other.pth")
     with pytest.raises(FIDError, match="not FID Inception weights"):
         InceptionFeatures(*inception_weights(tmp_path / "other.pth"))
+
+
+def test_in_memory_pipeline_equals_pytorch_fids_png_pipeline(random_inception, tmp_path):
+    # The official code saved samples as PNG and ran pytorch-fid on the files; we quantize in memory instead.
+    from pytorch_fid.fid_score import calculate_activation_statistics
+    from torchvision.utils import save_image
+
+    x = torch.rand(6, 1, 12, 12)  # grayscale, as the digits model: PIL's convert("RGB") on one side, ours on the other
+    files = []
+    for i, im in enumerate(x):
+        save_image(im, tmp_path / f"{i}.png")
+        files.append(str(tmp_path / f"{i}.png"))
+    mu_ref, sigma_ref = calculate_activation_statistics(files, random_inception.net, batch_size=3, num_workers=0)
+    st = fidmod.feature_stats(x.split(4), random_inception)
+    np.testing.assert_allclose(st.mu, mu_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(st.sigma, sigma_ref, rtol=1e-4, atol=1e-7)
