@@ -98,11 +98,21 @@ def _resize_crop(size: int):
     return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
 
 
-def build_dataset(cfg: Config, root: str | Path | None = None, download: bool = False) -> torch.utils.data.Dataset:
-    """The training set a config names (see the module docstring), without flips."""
+def build_dataset(
+    cfg: Config, root: str | Path | None = None, download: bool = False, split: str = "train"
+) -> torch.utils.data.Dataset:
+    """The training set a config names (see the module docstring), without flips.
+
+    ``split="test"``: the held-out images, where the dataset has them (CIFAR-10's test batch, CelebA's test
+    partition — the FID reference of the paper's CelebA numbers, Appendix B.2 — and FFHQ's 7000).
+    """
     from torchvision import transforms as T
 
     name, size = cfg.data.dataset.upper(), cfg.data.image_size
+    if split not in ("train", "test"):
+        raise DataError(f"--split: 'train' or 'test', got {split!r}")
+    if split == "test" and name not in ("CIFAR10", "CELEBA", "FFHQ"):
+        raise DataError(f"--split test: {cfg.data.dataset} has no held-out split here (CIFAR10, CELEBA, FFHQ do)")
     if name == "DIGITS":
         return torch.utils.data.TensorDataset(load_digits(size))
     if root is None:
@@ -116,7 +126,8 @@ def build_dataset(cfg: Config, root: str | Path | None = None, download: bool = 
                 f"--data: CIFAR-10 not found: put the python version (cifar-10-batches-py/ with data_batch_1..5) "
                 f"under {str(root)!r}, or add --download"
             )
-        return CIFAR10(str(root), train=True, download=download, transform=T.Compose([T.Resize(size), T.ToTensor()]))
+        tf = T.Compose([T.Resize(size), T.ToTensor()])
+        return CIFAR10(str(root), train=split == "train", download=download, transform=tf)
     if name == "CELEBA":
         from torchvision.datasets import CelebA
 
@@ -126,7 +137,7 @@ def build_dataset(cfg: Config, root: str | Path | None = None, download: bool = 
                 f"other annotation files) under {str(root)!r}, or add --download"
             )
         tf = T.Compose([T.CenterCrop(140), T.Resize(size), T.ToTensor()])  # Appendix B.2
-        return CelebA(str(root), split="train", download=download, transform=tf)
+        return CelebA(str(root), split=split, download=download, transform=tf)
     if name == "LSUN":
         folder = root / cfg.data.category if cfg.data.category and (root / cfg.data.category).is_dir() else root
         return ImageFolderDataset(folder, _resize_crop(size), cfg.data.channels)
@@ -134,7 +145,7 @@ def build_dataset(cfg: Config, root: str | Path | None = None, download: bool = 
         full = ImageFolderDataset(root, _resize_crop(size), cfg.data.channels)
         perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(2020))
         n_train = len(full) * 63000 // 70000  # 63000/7000 as in Appendix B.2
-        return torch.utils.data.Subset(full, perm[:n_train].tolist())
+        return torch.utils.data.Subset(full, (perm[:n_train] if split == "train" else perm[n_train:]).tolist())
     return ImageFolderDataset(root, _resize_crop(size), cfg.data.channels)
 
 

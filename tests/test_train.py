@@ -169,6 +169,22 @@ def test_image_folder_skips_corrupt_images_and_trains(tmp_path):
     assert out["step"] == 3
 
 
+def test_ffhq_test_split_is_the_held_out_tenth(tmp_path):
+    from torchvision.utils import save_image
+
+    from ncsn_fast.data import DataError, build_dataset
+
+    for i in range(20):
+        save_image(torch.full((3, 8, 8), i / 20), tmp_path / f"{i:02d}.png")
+    cfg = nf.load_config({"data": {"dataset": "FFHQ", "image_size": 8, "channels": 3}, "model": {"ngf": 4}})
+    train_set, test_set = build_dataset(cfg, tmp_path), build_dataset(cfg, tmp_path, split="test")
+    assert (len(train_set), len(test_set)) == (18, 2)  # 63000/7000 of 20 images
+    assert not set(train_set.indices) & set(test_set.indices)
+    assert sorted(train_set.indices + test_set.indices) == list(range(20))
+    with pytest.raises(DataError, match="--split test"):
+        build_dataset(nf.load_config("digits"), split="test")
+
+
 def test_bad_training_input(tmp_path):
     from ncsn_fast.data import DataError
     from ncsn_fast.train import main

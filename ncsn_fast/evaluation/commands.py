@@ -101,6 +101,12 @@ def add_arguments(sub: Any) -> None:
     )
     s.add_argument("--out", required=True, help="FILE.npz")
     s.add_argument("--data", dest="data_root", help="dataset folder for a preset other than digits")
+    s.add_argument(
+        "--split",
+        default="train",
+        choices=["train", "test"],
+        help="a preset's split: CIFAR-10 FIDs use train, CelebA's the test set (Appendix B.2)",
+    )
     s.add_argument("--image-size", type=int, help="resize + center-crop folder images to this size")
     s.add_argument("--n", type=int, help="use the first N images (default: all)")
     s.add_argument("--batch-size", type=int, default=50)
@@ -318,8 +324,8 @@ def _image_batches(args: argparse.Namespace):
     p = Path(src)
     if src in PRESETS and not p.exists():
         cfg = load_config(src)
-        dataset = build_dataset(cfg, args.data_root)
-        what = f"{cfg.data.dataset} training set at {cfg.data.image_size} px"
+        dataset = build_dataset(cfg, args.data_root, split=args.split)
+        what = f"{cfg.data.dataset} {args.split} set at {cfg.data.image_size} px"
     elif p.is_dir():
         from torchvision import transforms as T
 

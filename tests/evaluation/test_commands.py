@@ -227,6 +227,7 @@ def dummy_stats(tmp_path_factory):
         (["fid", "--stats", "{stats}", "--weights", "random", "--n", "1"], "--n"),
         (["fid-stats", "nothing_here", "--out", "x.npz"], "DATA"),
         (["fid-stats", "digits", "--out", "x.txt"], "--out"),
+        (["fid-stats", "digits", "--out", "x.npz", "--split", "test"], "--split"),
         (["fid-select", "--ckpts", "nowhere", "--stats", "{stats}"], "--ckpts"),
         (["neighbors", "--k", "0"], "--k"),
         (["neighbors", "--samples", "none.pt"], "--samples"),
