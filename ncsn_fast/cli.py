@@ -101,7 +101,7 @@ def _cl(x: torch.Tensor) -> torch.Tensor:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ncsn_fast.sampling import annealed_langevin, init_samples, inpaint, interpolate, thin_schedule
-    from ncsn_fast.techniques import geometric_ratio, get_sigmas, langevin_step_lr
+    from ncsn_fast.techniques import get_sigmas, step_lr_for
 
     _positive_int("--n", args.n)
     _positive_int("--steps", args.steps)
@@ -135,11 +135,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sigmas, labels, eps = thin_schedule(sigmas, args.every, steps)
         step_lr = step_lr or eps
     elif step_lr is None:
-        step_lr = cfg.sampling.step_lr
-        if args.steps and args.steps != cfg.sampling.n_steps_each and len(sigmas) > 1:
-            # Technique 4 ties ε to T: recompute it for the T asked for.
-            gamma = geometric_ratio(float(sigmas[0]), float(sigmas[-1]), len(sigmas))
-            step_lr = langevin_step_lr(gamma, float(sigmas[-1]), steps)
+        step_lr = step_lr_for(sigmas, steps, cfg.sampling.n_steps_each, cfg.sampling.step_lr)
     denoise = cfg.sampling.denoise if args.denoise is None else args.denoise
 
     inpaint_data = mask = None

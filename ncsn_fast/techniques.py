@@ -6,6 +6,7 @@ Technique 3 (s_θ(x, σ) = s_θ(x)/σ) lives in the NCSNv2 forward; Technique 5 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -141,3 +142,14 @@ def langevin_step_lr(gamma: float, sigma_L: float, n_steps_each: int) -> float:
         else:
             lo = c
     return math.exp(0.5 * (lo + hi)) * s2
+
+
+def step_lr_for(
+    sigmas: Sequence[float] | torch.Tensor, n_steps_each: int, configured_steps: int, configured_lr: float
+) -> float:
+    """The ε to use with T = ``n_steps_each``: the configured one for the configured T, else Technique 4's (ε is
+    tied to T through Eq. (6); the configured ε for another T would over- or under-shoot)."""
+    sig = [float(v) for v in sigmas]
+    if n_steps_each == configured_steps or len(sig) < 2:
+        return configured_lr
+    return langevin_step_lr(geometric_ratio(sig[0], sig[-1], len(sig)), sig[-1], n_steps_each)

@@ -176,17 +176,20 @@ def _device_and_ranks(args: argparse.Namespace) -> tuple[torch.device, int, int]
     return device, rank, world
 
 
-def _plan(args: argparse.Namespace, cfg, section: str, n: int, rank: int) -> FIDSampling:
+def _plan(args: argparse.Namespace, cfg, section: str, n: int) -> FIDSampling:
     src = cfg.fast_fid if section == "fast_fid" else cfg.sampling
     _positive("--n", n)
     _positive("--batch-size", args.batch_size)
     _positive("--steps", args.steps)
     _positive("--step-lr", args.step_lr)
+    from ncsn_fast.techniques import get_sigmas, step_lr_for
+
+    steps = args.steps or src.n_steps_each
     return FIDSampling(
         n=n,
         batch_size=args.batch_size or min(src.batch_size, n),
-        n_steps_each=args.steps or src.n_steps_each,
-        step_lr=args.step_lr or src.step_lr,
+        n_steps_each=steps,
+        step_lr=args.step_lr or step_lr_for(get_sigmas(cfg), steps, src.n_steps_each, src.step_lr),
         seed=args.seed,
         backend=args.backend,
         precision=args.precision,
@@ -260,7 +263,7 @@ def run_fid(args: argparse.Namespace) -> int:
         raise FIDError(f"--stats: {args.stats!r} holds {mu_ref.shape[0]}-dimensional statistics, not {FEATURE_DIM}")
     inception = load_inception(args.weights, device)
     model, cfg = _model(args, args.ckpt, device)
-    plan = _plan(args, cfg, "sampling", args.n, rank)
+    plan = _plan(args, cfg, "sampling", args.n)
     denoise = cfg.sampling.denoise if args.denoise is None else args.denoise
     keep = args.n if args.save_samples else 64
     t0 = time.time()
@@ -410,7 +413,7 @@ def run_fid_select(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for step, path in ckpts:
         model, cfg = _model(args, str(path), device)
-        plan = _plan(args, cfg, "fast_fid", args.n or cfg.fast_fid.num_samples, rank)
+        plan = _plan(args, cfg, "fast_fid", args.n or cfg.fast_fid.num_samples)
         stats, _ = sample_statistics(
             model, cfg, plan, inception, (False, True), device, rank, world, 0, progress=not args.quiet
         )

@@ -185,6 +185,37 @@ def test_fid_select_reports_both_modes_and_picks_the_best(tmp_path, capsys, tiny
     assert json.loads((tmp_path / "one" / "fid.json").read_text())["fid"] == pytest.approx(rows[0]["fid"], rel=1e-9)
 
 
+def test_fid_with_another_t_takes_technique_4s_step_size(tmp_path, capsys, tiny_ckpts, digit_stats):
+    from ncsn_fast.techniques import geometric_ratio, langevin_step_lr
+
+    args = [
+        "fid",
+        "--ckpt",
+        str(tiny_ckpts[1]),
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--stats",
+        str(digit_stats),
+        "--weights",
+        "random",
+        "--method",
+        "eigh",
+        "--no-ema",
+        "--quiet",
+        "--out",
+        str(tmp_path / "t2"),
+    ]
+    assert run(args, capsys)[0] == 0
+    p = json.loads((tmp_path / "t2" / "fid.json").read_text())["protocol"]
+    # the tiny model: σ from 1 to 0.1 in L = 3 levels; ε re-derived for T = 2 by Eq. (6), as `sample --steps` does
+    assert p["steps_each"] == 2 and p["step_lr"] == pytest.approx(
+        langevin_step_lr(geometric_ratio(1.0, 0.1, 3), 0.1, 2)
+    )
+    assert p["step_lr"] != pytest.approx(1.61e-5)
+
+
 def test_neighbors_cli_finds_planted_digits(tmp_path, capsys):
     digits = load_digits(16)
     planted = torch.stack([digits[5], torch.flip(digits[100], [-1]), torch.rand(1, 16, 16)])
