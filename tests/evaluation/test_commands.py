@@ -24,6 +24,9 @@ from ncsn_fast.evaluation.fid import (
 pytest.importorskip("pytorch_fid", reason="pytorch-fid is part of the test extra; install it with `.[test]`")
 
 
+OFFLINE = ["--weights", "random", "--method", "eigh", "--no-ema", "--quiet"]  # random Inception, fast distance
+
+
 def run(args, capsys):
     code = main(args)
     out = capsys.readouterr()
@@ -139,12 +142,7 @@ def test_fid_select_reports_both_modes_and_picks_the_best(tmp_path, capsys, tiny
         str(digit_stats),
         "--n",
         "4",
-        "--weights",
-        "random",
-        "--method",
-        "eigh",
-        "--no-ema",
-        "--quiet",
+        *OFFLINE,
         "--out",
         str(out),
     ]
@@ -198,12 +196,7 @@ def test_fid_with_another_t_takes_technique_4s_step_size(tmp_path, capsys, tiny_
         "2",
         "--stats",
         str(digit_stats),
-        "--weights",
-        "random",
-        "--method",
-        "eigh",
-        "--no-ema",
-        "--quiet",
+        *OFFLINE,
         "--out",
         str(tmp_path / "t2"),
     ]
