@@ -11,8 +11,9 @@ import os
 import pickle
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -123,18 +124,18 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, ema: bool = True)
     return ckpt
 
 
-def save_checkpoint(path: str | os.PathLike, **fields: Any) -> Path:
-    """Write ``{"format": "ncsn_fast", **fields}`` atomically: temp file in the same folder, fsync, rename.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(f)`` on a temp file in the same folder, fsync, rename onto ``path``, fsync the folder.
 
-    A crash at any moment leaves either the previous file or the complete new one, never a torn file.
+    A crash at any moment leaves either the previous file or the complete new one, never a torn file; an exception
+    in ``write`` removes the temp file and leaves ``path`` as it was.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, **fields}
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if _SAVE_DELAY:  # fault-injection hook for the crash tests: widen the window between write and rename
@@ -150,3 +151,9 @@ def save_checkpoint(path: str | os.PathLike, **fields: Any) -> Path:
             os.unlink(tmp)
         raise
     return p
+
+
+def save_checkpoint(path: str | os.PathLike, **fields: Any) -> Path:
+    """Write ``{"format": "ncsn_fast", **fields}`` atomically (:func:`atomic_write`)."""
+    payload = {"format": FORMAT, **fields}
+    return atomic_write(path, lambda f: torch.save(payload, f))

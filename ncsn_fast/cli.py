@@ -61,10 +61,6 @@ def _read_image(path: str, arg: str) -> torch.Tensor:
     return t
 
 
-def _first(item):
-    return item[0] if isinstance(item, (list, tuple)) else item
-
-
 def _write_samples(samples: torch.Tensor, cfg, out: str, nrow: int) -> tuple[int, ...]:
     """Only after sampling succeeded: OUT/samples.png (a grid) and OUT/samples.pt (raw floats in [0, 1])."""
     from torchvision.utils import save_image
@@ -161,11 +157,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     data = None
     if args.data_init:
-        from ncsn_fast.data import build_dataset
+        from ncsn_fast.data import build_dataset, first_item
 
         dataset = build_dataset(cfg, args.data)
         picks = torch.randint(0, len(dataset), (args.n,), generator=torch.Generator().manual_seed(args.seed + 7))
-        data = torch.stack([_first(dataset[int(i)]) for i in picks])
+        data = torch.stack([first_item(dataset[int(i)]) for i in picks])
     callback = None
     if args.verbose:
         from tqdm import tqdm

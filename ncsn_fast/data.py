@@ -98,6 +98,11 @@ def _resize_crop(size: int):
     return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
 
 
+def first_item(item):
+    """The image of a dataset item: torchvision datasets give (image, label), TensorDataset gives (image,)."""
+    return item[0] if isinstance(item, (list, tuple)) else item
+
+
 def build_dataset(
     cfg: Config, root: str | Path | None = None, download: bool = False, split: str = "train"
 ) -> torch.utils.data.Dataset:

@@ -321,7 +321,7 @@ def _array_images(path: Path) -> torch.Tensor:
 def _image_batches(args: argparse.Namespace):
     """(batches, description) of DATA for fid-stats."""
     from ncsn_fast.config import PRESETS, load_config
-    from ncsn_fast.data import ImageFolderDataset, _resize_crop, build_dataset
+    from ncsn_fast.data import ImageFolderDataset, _resize_crop, build_dataset, first_item
 
     src = args.data
     p = Path(src)
@@ -346,7 +346,7 @@ def _image_batches(args: argparse.Namespace):
     subset = torch.utils.data.Subset(dataset, range(n))
 
     def collate(items):
-        xs = [it[0] if isinstance(it, (list, tuple)) else it for it in items]
+        xs = [first_item(it) for it in items]
         shapes = {tuple(x.shape) for x in xs}
         if len(shapes) > 1:
             raise FIDError(f"DATA: images of different sizes {sorted(shapes)[:3]}: pass --image-size S")
@@ -473,7 +473,7 @@ def run_neighbors(args: argparse.Namespace) -> int:
     from torchvision.utils import save_image
 
     from ncsn_fast.cli import _device
-    from ncsn_fast.data import build_dataset
+    from ncsn_fast.data import build_dataset, first_item
     from ncsn_fast.evaluation.neighbors import nearest_neighbors, neighbor_grid, pixel_features
 
     _check_args(args, ("k", "n", "batch_size"), ".png")
@@ -505,21 +505,18 @@ def run_neighbors(args: argparse.Namespace) -> int:
         + (" (no Inception weights given or cached)" if args.features == "auto" and mode == "pixels" else "")
     )
 
-    def first(item):
-        return item[0] if isinstance(item, (list, tuple)) else item
-
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=args.batch_size,
         shuffle=False,
-        collate_fn=lambda items: torch.stack([first(it) for it in items]),
+        collate_fn=lambda items: torch.stack([first_item(it) for it in items]),
     )
     from tqdm import tqdm
 
     nb = nearest_neighbors(
         samples, tqdm(loader, desc="neighbors", disable=args.quiet), features, args.k, not args.no_flips
     )
-    grid = neighbor_grid(samples, lambda i: first(dataset[i]), nb)
+    grid = neighbor_grid(samples, lambda i: first_item(dataset[i]), nb)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, out, nrow=args.k + 1, padding=1)

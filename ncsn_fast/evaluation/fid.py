@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import socket
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +30,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ncsn_fast.checkpoint import atomic_write
 
 FEATURE_DIM = 2048
 INCEPTION_SIZE = 299
@@ -206,21 +206,6 @@ class GaussianStats:
         return (self.scatter / (self.n - 1)).numpy()
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], suffix: str) -> Path:
-    """Write through a temp file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def save_stats(path: str | Path, mu: Any, sigma: Any, protocol: dict[str, Any] | None = None) -> Path:
     """TTUR format: ``mu`` (D,) and ``sigma`` (D, D) float64; ``protocol`` (JSON text) as an extra array that
     TTUR and pytorch-fid ignore."""
@@ -232,7 +217,7 @@ def save_stats(path: str | Path, mu: Any, sigma: Any, protocol: dict[str, Any] |
     arrays: dict[str, np.ndarray] = {"mu": m, "sigma": s}
     if protocol is not None:
         arrays["protocol"] = np.array(json.dumps(protocol, sort_keys=True))
-    return _atomic_write(p, lambda f: np.savez(f, **arrays), ".npz.tmp")
+    return atomic_write(p, lambda f: np.savez(f, **arrays))
 
 
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
@@ -306,7 +291,7 @@ def inception_weights(weights: str | Path | None = None) -> tuple[dict[str, torc
             "standard": False,
         }
     if weights is None:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_WEIGHTS
+        path = _standard_path()
         if not path.is_file():
             old = socket.getdefaulttimeout()
             socket.setdefaulttimeout(30)
@@ -334,9 +319,13 @@ def inception_weights(weights: str | Path | None = None) -> tuple[dict[str, torc
     return state, {"weights": path.name, "sha256": sha, "standard": sha.startswith(STANDARD_SHA256_PREFIX)}
 
 
+def _standard_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_WEIGHTS  # where pytorch-fid's download puts it
+
+
 def find_standard_weights() -> Path | None:
     """The standard weights file if it is already in torch.hub's cache (no download)."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_WEIGHTS
+    path = _standard_path()
     return path if path.is_file() else None
 
 
@@ -574,4 +563,4 @@ def sample_statistics(
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     text = json.dumps(payload, indent=2, sort_keys=True).encode()
-    return _atomic_write(Path(path), lambda f: f.write(text), ".json.tmp")
+    return atomic_write(path, lambda f: f.write(text))
