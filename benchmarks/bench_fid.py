@@ -17,7 +17,8 @@ import torch
 from benchmarks.conftest import allocated_mib, record, sync_if_cuda
 
 pytest.importorskip("pytorch_fid")
-from ncsn_fast.evaluation.fid import InceptionFeatures, frechet_distance, random_inception_state  # noqa: E402
+from ncsn_fast.evaluation.frechet import frechet_distance  # noqa: E402
+from ncsn_fast.evaluation.inception import InceptionFeatures, random_inception_state  # noqa: E402
 
 
 @pytest.fixture(scope="module")

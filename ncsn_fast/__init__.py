@@ -1,28 +1,52 @@
-"""ncsn-fast: NCSN / NCSNv2 score-based generative models (Song & Ermon, NeurIPS 2019 / 2020) in PyTorch."""
+"""ncsn-fast: NCSN / NCSNv2 score-based generative models (Song & Ermon, NeurIPS 2019 / 2020) in PyTorch.
 
-from ncsn_fast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ncsn_fast.config import Config, ConfigError, load_config
-from ncsn_fast.ema import EMA
-from ncsn_fast.losses import dsm_loss
-from ncsn_fast.models import build_model
-from ncsn_fast.sampling import annealed_langevin, init_samples, inpaint, interpolate
-from ncsn_fast.techniques import get_sigmas
+The public names below are imported on first use (PEP 562), so ``import ncsn_fast`` — and the command line's
+``--help`` — do not load torch until something needs it.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-__all__ = [
-    "CheckpointError",
-    "Config",
-    "ConfigError",
-    "EMA",
-    "annealed_langevin",
-    "build_model",
-    "dsm_loss",
-    "get_sigmas",
-    "init_samples",
-    "inpaint",
-    "interpolate",
-    "load_checkpoint",
-    "load_config",
-    "save_checkpoint",
-]
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "CheckpointError": "ncsn_fast.checkpoint",
+    "load_checkpoint": "ncsn_fast.checkpoint",
+    "save_checkpoint": "ncsn_fast.checkpoint",
+    "Config": "ncsn_fast.config",
+    "ConfigError": "ncsn_fast.config",
+    "load_config": "ncsn_fast.config",
+    "configure": "ncsn_fast.configure",
+    "EMA": "ncsn_fast.ema",
+    "dsm_loss": "ncsn_fast.losses",
+    "build_model": "ncsn_fast.models",
+    "from_pretrained": "ncsn_fast.pretrained",
+    "load_model": "ncsn_fast.pretrained",
+    "load_pretrained": "ncsn_fast.pretrained",
+    "save_pretrained": "ncsn_fast.pretrained",
+    "annealed_langevin": "ncsn_fast.sampling",
+    "init_samples": "ncsn_fast.sampling",
+    "inpaint": "ncsn_fast.sampling",
+    "interpolate": "ncsn_fast.sampling",
+    "prior_samples": "ncsn_fast.sampling",
+    "get_sampler": "ncsn_fast.sampling",
+    "get_sigmas": "ncsn_fast.techniques",
+    "train": "ncsn_fast.train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ncsn_fast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

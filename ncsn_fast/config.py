@@ -1,15 +1,25 @@
 """Typed configuration that reads the official NCSNv2 YAML files unchanged.
 
 ``load_config(name_or_path)`` takes a preset name (``cifar10``, ``celeba``, ``church``, ``bedroom``, ``tower``,
-``ffhq``, ``ncsn_cifar10``, ``digits``), a path to a YAML file, or a nested dict. Unknown keys and invalid
-values raise :class:`ConfigError` naming the key and the value.
+``ffhq``, ``ncsn_cifar10``, ``digits``), a path to a YAML file, or a nested dict. Unknown keys and values of the
+wrong type (lists included) raise :class:`ConfigError` naming the key and the value; values the models cannot
+take are checked by ``build_model`` (this module imports no model code).
+
+Every key of the official files is either used by ncsn-fast or, when set to ask for something ncsn-fast does not
+do (``sampling.fid: true``, ``sampling.final_only: false`` …), reported once as "read, not used by
+ncsn-fast: KEY" (a :class:`UnusedConfigWarning`). Step sizes a config leaves out are not borrowed from
+another dataset: they are ``None`` here and :func:`ncsn_fast.techniques.resolve_step_lr` derives them by
+Technique 4 for the config's own σ schedule.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+import types
+import typing
+import warnings
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +29,10 @@ import yaml
 
 class ConfigError(ValueError):
     """A config key is unknown or its value is invalid; the message names both."""
+
+
+class UnusedConfigWarning(UserWarning):
+    """Keys of the official configs that ask for something ncsn-fast does not do."""
 
 
 @dataclass
@@ -36,7 +50,7 @@ class TrainingConfig:
 class SamplingConfig:
     batch_size: int = 100
     data_init: bool = False
-    step_lr: float = 6.2e-6
+    step_lr: float | None = None  # None: Technique 4 for this config's schedule and n_steps_each
     n_steps_each: int = 5
     ckpt_id: int | None = None
     final_only: bool = True
@@ -52,10 +66,10 @@ class SamplingConfig:
 class FastFIDConfig:
     batch_size: int = 1000
     num_samples: int = 1000
-    step_lr: float = 6.2e-6
-    n_steps_each: int = 5
-    begin_ckpt: int = 5000
-    end_ckpt: int = 300000
+    step_lr: float | None = None  # None: sampling.step_lr when T is the same, else Technique 4
+    n_steps_each: int | None = None  # None: sampling.n_steps_each
+    begin_ckpt: int | None = None
+    end_ckpt: int | None = None
     verbose: bool = False
     ensemble: bool = False
 
@@ -104,8 +118,8 @@ class OptimConfig:
     beta1: float = 0.9
     amsgrad: bool = False
     eps: float = 1e-8
-    # Library extension (not in the official configs): (step, lr) pairs applied from that step on.
-    lr_schedule: list | None = None
+    # Library extensions (not in the official configs): (step, lr) pairs applied from that step on; gradient clip.
+    lr_schedule: list[list[float]] | None = None
     grad_clip: float | None = None
 
 
@@ -126,7 +140,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_SECTION_TYPES = {
+_SECTION_CLASSES = {
     "training": TrainingConfig,
     "sampling": SamplingConfig,
     "fast_fid": FastFIDConfig,
@@ -135,25 +149,48 @@ _SECTION_TYPES = {
     "model": ModelConfig,
     "optim": OptimConfig,
 }
-
 PRESETS = ("cifar10", "celeba", "church", "bedroom", "tower", "ffhq", "ncsn_cifar10", "digits")
 
+# Keys of the official configs that ncsn-fast reads but does not act on. Left at their default (the official
+# configs' value) they ask for nothing; any other value is reported, since the official code would act on it.
+NOT_USED = (
+    "sampling.final_only",  # false: the official sampler saves every intermediate step
+    "sampling.fid",  # true: the official sample mode computes FID (ncsn-fast fid does)
+    "sampling.inpainting",  # true: official inpainting mode (ncsn-fast sample --inpaint)
+    "sampling.interpolation",  # true: official interpolation mode (ncsn-fast sample --interpolate)
+    "sampling.num_samples4fid",  # the official fid mode's sample count (ncsn-fast fid takes --n)
+    "fast_fid.verbose",
+    "fast_fid.ensemble",
+)
 
-def _coerce(section: str, key: str, value: Any, annotation: str) -> Any:
-    where = f"{section}.{key}"
-    if value is None:
-        if "None" in annotation:
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(where: str, value: Any, tp: Any) -> Any:
+    """``value`` as the annotated type ``tp`` (int, float, bool, str, X | None, list[...]) or a ConfigError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
             return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(where, value, inner[0]) if len(inner) == 1 else value
+    if value is None:
         raise ConfigError(f"{where}: value must not be empty (got null)")
-    if annotation.startswith("bool"):
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list of {_type_name(args[0])}, got {value!r}")
+        return [_coerce(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
-    if annotation.startswith("int"):
+    if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return int(value)
-    if annotation.startswith("float"):
+    if tp is float:
         if isinstance(value, str):
             try:
                 value = float(value)  # YAML 1.1 reads "1e-8" (no dot) as a string
@@ -162,49 +199,66 @@ def _coerce(section: str, key: str, value: Any, annotation: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
-    if annotation.startswith("str"):
+    if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
-    return value
+    raise TypeError(f"{where}: no coercion for the annotation {tp!r}")  # a new field type: extend _coerce
 
 
 def _build_section(name: str, raw: Any) -> Any:
-    cls = _SECTION_TYPES[name]
+    cls = _SECTION_CLASSES[name]
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a mapping of keys, got {raw!r}")
-    known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"{name}.{key}: unknown key (value {value!r}); known keys: {', '.join(known)}")
-        f = known[key]
-        kwargs[key] = _coerce(name, key, value, str(f.type))
+        if key not in hints:
+            raise ConfigError(f"{name}.{key}: unknown key (value {value!r}); known keys: {', '.join(hints)}")
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
+
+
+def unused_keys(cfg: Config) -> list[str]:
+    """The keys of ``NOT_USED`` set to something other than their default: requests ncsn-fast does not act on."""
+    found = []
+    for key in NOT_USED:
+        section, name = key.split(".")
+        default = getattr(_SECTION_CLASSES[section](), name)
+        if getattr(getattr(cfg, section), name) != default:
+            found.append(key)
+    return found
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
     for key in raw:
-        if key not in _SECTION_TYPES:
-            raise ConfigError(f"{key}: unknown config section; known sections: {', '.join(_SECTION_TYPES)}")
-    cfg = Config(**{name: _build_section(name, raw.get(name)) for name in _SECTION_TYPES})
+        if key not in _SECTION_CLASSES:
+            raise ConfigError(f"{key}: unknown config section; known sections: {', '.join(_SECTION_CLASSES)}")
+    cfg = Config(**{name: _build_section(name, raw.get(name)) for name in _SECTION_CLASSES})
     validate(cfg)
+    unused = unused_keys(cfg)
+    if unused:
+        warnings.warn(f"config: read, not used by ncsn-fast: {', '.join(unused)}", UnusedConfigWarning, stacklevel=3)
     return cfg
 
 
-def _positive(where: str, value: float) -> None:
-    if not value > 0:
+def _positive(where: str, value: float | None) -> None:
+    if value is not None and not value > 0:
         raise ConfigError(f"{where}: must be positive, got {value!r}")
 
 
-def validate(cfg: Config) -> None:
-    """Check values that the model, the noise schedule or the sampler cannot take."""
-    from ncsn_fast.models import architecture_name, required_divisor  # late import: models import config
+def _at_least(where: str, value: int | None, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{where}: must be at least {minimum}, got {value}")
 
+
+def validate(cfg: Config) -> None:
+    """Check the values the noise schedule, the sampler and the training loop cannot take (architecture checks:
+    ``build_model``)."""
     m, d = cfg.model, cfg.data
     _positive("model.sigma_begin", m.sigma_begin)
     _positive("model.sigma_end", m.sigma_end)
@@ -212,41 +266,25 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.sigma_end: must be smaller than model.sigma_begin ({m.sigma_begin}), got {m.sigma_end}"
         )
-    if m.num_classes < 1:
-        raise ConfigError(f"model.num_classes: must be at least 1, got {m.num_classes}")
+    _at_least("model.num_classes", m.num_classes, 1)
     if m.sigma_dist not in ("geometric", "uniform"):
         raise ConfigError(f"model.sigma_dist: must be 'geometric' or 'uniform', got {m.sigma_dist!r}")
-    if m.normalization != "InstanceNorm++":
-        raise ConfigError(f"model.normalization: only 'InstanceNorm++' is implemented, got {m.normalization!r}")
-    if m.spec_norm:
-        raise ConfigError("model.spec_norm: spectral normalization is not implemented, got true")
-    if m.ngf < 2:
-        raise ConfigError(f"model.ngf: must be at least 2 (InstanceNorm++ needs 2 channels), got {m.ngf}")
     if not 0.0 <= m.ema_rate < 1.0:
         raise ConfigError(f"model.ema_rate: must be in [0, 1), got {m.ema_rate}")
-    from ncsn_fast.nn.layers import ACTIVATIONS
-
-    if m.nonlinearity.lower() not in ACTIVATIONS:
-        raise ConfigError(
-            f"model.nonlinearity: unknown activation {m.nonlinearity!r}; choose one of {sorted(ACTIVATIONS)}"
-        )
-    if d.channels < 1:
-        raise ConfigError(f"data.channels: must be at least 1, got {d.channels}")
-    if d.image_size < 1:
-        raise ConfigError(f"data.image_size: must be positive, got {d.image_size}")
-    arch = architecture_name(cfg)
-    div = required_divisor(arch)
-    if d.image_size % div != 0:
-        raise ConfigError(
-            f"data.image_size: {arch} downsamples by {div}, so the image size must be a multiple of {div}; "
-            f"got {d.image_size}"
-        )
-    _positive("sampling.step_lr", cfg.sampling.step_lr)
-    if cfg.sampling.n_steps_each < 1:
-        raise ConfigError(f"sampling.n_steps_each: must be at least 1, got {cfg.sampling.n_steps_each}")
-    if cfg.training.batch_size < 1:
-        raise ConfigError(f"training.batch_size: must be at least 1, got {cfg.training.batch_size}")
+    _at_least("data.channels", d.channels, 1)
+    _at_least("data.image_size", d.image_size, 1)
+    for section in ("sampling", "fast_fid"):
+        sec = getattr(cfg, section)
+        _positive(f"{section}.step_lr", sec.step_lr)
+        _at_least(f"{section}.n_steps_each", sec.n_steps_each, 1)
+        _at_least(f"{section}.batch_size", sec.batch_size, 1)
+    _at_least("training.batch_size", cfg.training.batch_size, 1)
+    _at_least("training.n_iters", cfg.training.n_iters, 0)
+    _at_least("training.n_epochs", cfg.training.n_epochs, 1)
     _positive("optim.lr", cfg.optim.lr)
+    for i, pair in enumerate(cfg.optim.lr_schedule or []):
+        if len(pair) != 2 or pair[0] < 0 or not pair[1] > 0:
+            raise ConfigError(f"optim.lr_schedule[{i}]: expected a [step ≥ 0, lr > 0] pair, got {pair!r}")
 
 
 def preset_path(name: str) -> Path:
@@ -254,7 +292,11 @@ def preset_path(name: str) -> Path:
 
 
 def load_config(name_or_path: str | Path | dict[str, Any] | Config) -> Config:
-    """Read a preset name, a YAML path or a dict into a validated :class:`Config`."""
+    """Read a preset name, a YAML path (``.yml``/``.yaml``) or a dict into a validated :class:`Config`.
+
+    Raises :class:`ConfigError` for an unknown preset or missing file (naming the presets), invalid YAML, unknown
+    sections or keys, and invalid values.
+    """
     if isinstance(name_or_path, Config):
         validate(name_or_path)
         return name_or_path
@@ -265,10 +307,13 @@ def load_config(name_or_path: str | Path | dict[str, Any] | Config) -> Config:
     if not path.is_file():
         if text in PRESETS:
             path = preset_path(text)
+        elif path.is_dir():
+            raise ConfigError(f"config: {text!r} is a folder, not a preset ({', '.join(PRESETS)}) or a YAML file")
         else:
-            raise ConfigError(f"config: {text!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML file")
+            raise ConfigError(f"config: unknown preset {text!r} and no such YAML file (presets: {', '.join(PRESETS)})")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config: {str(path)!r} is not valid YAML: {first}") from None
     return config_from_dict(raw or {})

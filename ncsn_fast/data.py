@@ -60,10 +60,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | Path, transform, channels: int = 3) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"--data: no such folder {str(self.root)!r}")
+            raise DataError(f"data_root: no such folder {str(self.root)!r}")
         self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not self.files:
-            raise DataError(f"--data: no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(self.root)!r}")
+            raise DataError(f"data_root: no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(self.root)!r}")
         self.transform, self.channels = transform, channels
         self.skipped: list[str] = []
 
@@ -89,7 +89,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                     warnings.warn(
                         f"skipping unreadable image {path} ({exc}); {len(self.skipped)} skipped so far", stacklevel=2
                     )
-        raise DataError(f"--data: none of the {len(self.files)} images under {str(self.root)!r} can be read")
+        raise DataError(f"data_root: none of the {len(self.files)} images under {str(self.root)!r} can be read")
 
 
 def _resize_crop(size: int):
@@ -104,7 +104,7 @@ def first_item(item):
 
 
 def build_dataset(
-    cfg: Config, root: str | Path | None = None, download: bool = False, split: str = "train"
+    cfg: Config, data_root: str | Path | None = None, download: bool = False, split: str = "train"
 ) -> torch.utils.data.Dataset:
     """The training set a config names (see the module docstring), without flips.
 
@@ -113,23 +113,24 @@ def build_dataset(
     """
     from torchvision import transforms as T
 
+    root = data_root
     name, size = cfg.data.dataset.upper(), cfg.data.image_size
     if split not in ("train", "test"):
-        raise DataError(f"--split: 'train' or 'test', got {split!r}")
+        raise DataError(f"split: 'train' or 'test', got {split!r}")
     if split == "test" and name not in ("CIFAR10", "CELEBA", "FFHQ"):
-        raise DataError(f"--split test: {cfg.data.dataset} has no held-out split here (CIFAR10, CELEBA, FFHQ do)")
+        raise DataError(f"split: {cfg.data.dataset} has no held-out split here (CIFAR10, CELEBA, FFHQ do)")
     if name == "DIGITS":
         return torch.utils.data.TensorDataset(load_digits(size))
     if root is None:
-        raise DataError(f"--data: dataset {cfg.data.dataset} needs a data folder (--data DIR)")
+        raise DataError(f"data_root: dataset {cfg.data.dataset} needs a data folder (data_root / --data DIR)")
     root = Path(root)
     if name == "CIFAR10":
         from torchvision.datasets import CIFAR10
 
         if not download and not (root / "cifar-10-batches-py").is_dir():
             raise DataError(
-                f"--data: CIFAR-10 not found: put the python version (cifar-10-batches-py/ with data_batch_1..5) "
-                f"under {str(root)!r}, or add --download"
+                f"data_root: CIFAR-10 not found: put the python version (cifar-10-batches-py/ with data_batch_1..5) "
+                f"under {str(root)!r}, or pass download=True (--download)"
             )
         tf = T.Compose([T.Resize(size), T.ToTensor()])
         return CIFAR10(str(root), train=split == "train", download=download, transform=tf)
@@ -138,8 +139,8 @@ def build_dataset(
 
         if not download and not (root / "celeba" / "img_align_celeba").is_dir():
             raise DataError(
-                f"--data: CelebA not found: put celeba/img_align_celeba/ and celeba/list_eval_partition.txt (and the "
-                f"other annotation files) under {str(root)!r}, or add --download"
+                f"data_root: CelebA not found: put celeba/img_align_celeba/ and celeba/list_eval_partition.txt (and "
+                f"the other annotation files) under {str(root)!r}, or pass download=True (--download)"
             )
         tf = T.Compose([T.CenterCrop(140), T.Resize(size), T.ToTensor()])  # Appendix B.2
         return CelebA(str(root), split=split, download=download, transform=tf)
@@ -154,13 +155,18 @@ def build_dataset(
     return ImageFolderDataset(root, _resize_crop(size), cfg.data.channels)
 
 
-def data_transform(cfg: Config, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """[0, 1] images → the model's data space, as the official ``data_transform``."""
+def data_transform(
+    cfg: Config, x: torch.Tensor, generator: torch.Generator | None = None, dequantize: bool = True
+) -> torch.Tensor:
+    """[0, 1] images (N, C, H, W) → the model's data space, as the official ``data_transform``: the configured
+    dequantization noise (``dequantize=False`` skips it: a reference image of inpainting is data, not a training
+    sample), then ``rescaled`` → [−1, 1] or ``logit_transform`` → logit(λ + (1 − 2λ)x), λ = 1e-6. The noise is drawn
+    on the CPU from ``generator`` and moved to x's device."""
     d = cfg.data
-    if d.uniform_dequantization:
-        x = x / 256.0 * 255.0 + torch.rand(x.shape, generator=generator) / 256.0
-    if d.gaussian_dequantization:
-        x = x + torch.randn(x.shape, generator=generator) * 0.01
+    if dequantize and d.uniform_dequantization:
+        x = x / 256.0 * 255.0 + torch.rand(x.shape, generator=generator).to(x.device) / 256.0
+    if dequantize and d.gaussian_dequantization:
+        x = x + torch.randn(x.shape, generator=generator).to(x.device) * 0.01
     if d.rescaled:
         x = 2 * x - 1.0
     elif d.logit_transform:
@@ -171,7 +177,8 @@ def data_transform(cfg: Config, x: torch.Tensor, generator: torch.Generator | No
 
 
 def inverse_data_transform(cfg: Config, x: torch.Tensor) -> torch.Tensor:
-    """The model's data space → [0, 1] images (clamped), as the official ``inverse_data_transform``."""
+    """The model's data space → [0, 1] images (clamped), as the official ``inverse_data_transform``: sigmoid after
+    ``logit_transform``, (x + 1)/2 after ``rescaled``; dequantization needs no inverse (it stays within a level)."""
     if cfg.data.logit_transform:
         x = torch.sigmoid(x)
     elif cfg.data.rescaled:

@@ -1,56 +1,120 @@
-"""Small PNG line charts drawn with Pillow (no plotting dependency): loss curves, FID per checkpoint."""
+"""Charts as PNG files, drawn with matplotlib (Agg, no display needed): every chart has labelled axes with units.
+
+Each chart is built by a ``*_figure`` function that returns the matplotlib Figure (tests read its axes) and saved
+by the function without the suffix. matplotlib is imported on first use, so importing ncsn_fast stays fast.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
-def line_chart(
-    series: dict[str, Sequence[tuple[float, float]]],
-    out: str | Path,
-    title: str,
-    log_y: bool = False,
-    size: tuple[int, int] = (640, 360),
-) -> bool:
-    """One line per series (name → [(x, y), ...]) with a legend; returns False (writes nothing) without data."""
-    from PIL import Image, ImageDraw
+def save_figure(fig: Any, out: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG (atomically) and close it."""
+    from ncsn_fast.io import atomic_write
 
-    pts = [p for s in series.values() for p in s if not log_y or p[1] > 0]
-    if len(pts) < 2:
+    plt = _pyplot()
+    try:
+        atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    return Path(out)
+
+
+def loss_curve_figure(rows: Sequence[Mapping[str, Any]]) -> Any | None:
+    """DSM loss against training step (log scale), overall and per quarter of the σ range; None without data."""
+    pts = [(r["step"], r["loss"]) for r in rows if r.get("loss", 0) > 0]
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*zip(*pts, strict=True), "o-" if len(pts) < 20 else "-", color="black", lw=2, label="all noise levels")
+    names = ["largest σ (first quarter)", "second quarter", "third quarter", "smallest σ (last quarter)"]
+    for q, name in enumerate(names):
+        qs = [(r["step"], r[f"loss_sigma_q{q}"]) for r in rows if r.get(f"loss_sigma_q{q}", 0) > 0]
+        if qs:
+            ax.plot(*zip(*qs, strict=True), lw=1, alpha=0.8, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("DSM loss ½‖σ s(x̃, σ) + z‖² (log scale)")
+    ax.set_title(f"Training loss, steps {pts[0][0]}–{pts[-1][0]}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def loss_curve(rows: Sequence[Mapping[str, Any]], out: str | os.PathLike) -> bool:
+    """:func:`loss_curve_figure` saved to ``out``; False (nothing written) before the first logged step."""
+    fig = loss_curve_figure(rows)
+    if fig is None:
         return False
-    w, h = size
-    m = 48
-
-    def fy(v: float) -> float:
-        return math.log10(v) if log_y else v
-
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    lo, hi = min(fy(p[1]) for p in pts), max(fy(p[1]) for p in pts)
-    hi = hi if hi > lo else lo + 1
-
-    def xy(x: float, y: float) -> tuple[float, float]:
-        return m + (w - 2 * m) * (x - x0) / max(x1 - x0, 1e-12), h - m - (h - 2 * m) * (fy(y) - lo) / (hi - lo)
-
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    d.rectangle([m, m, w - m, h - m], outline="black")
-    for k, (name, s) in enumerate(series.items()):
-        color = COLORS[k % len(COLORS)]
-        line = [xy(*p) for p in s if not log_y or p[1] > 0]
-        if len(line) > 1:
-            d.line(line, fill=color, width=2)
-        for px, py in line:
-            d.ellipse([px - 2, py - 2, px + 2, py + 2], fill=color)
-        d.text((w - m - 150, m + 6 + 14 * k), name, fill=color)
-    d.text((m, 8), title + (" (log scale)" if log_y else ""), fill="black")
-    d.text((m, h - m + 6), f"{x0:g}", fill="black")
-    d.text((w - m - 40, h - m + 6), f"{x1:g}", fill="black")
-    top, bottom = (10**hi, 10**lo) if log_y else (hi, lo)
-    d.text((4, m - 6), f"{top:.3g}", fill="black")
-    d.text((4, h - m - 6), f"{bottom:.3g}", fill="black")
-    img.save(out)
+    save_figure(fig, out)
     return True
+
+
+def fid_per_checkpoint_figure(rows: Sequence[Mapping[str, Any]], n: int) -> Any:
+    """FID with and without the final denoising step against the checkpoint's training step."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["fid"] for r in rows], "o-", label="without denoising")
+    ax.plot(steps, [r["fid_denoised"] for r in rows], "s-", label="with denoising")
+    ax.set_xlabel("training step of the checkpoint")
+    ax.set_ylabel(f"FID ({n} samples)")
+    ax.set_title("Checkpoint selection (Appendix B.2)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def table6_figure(rows: Sequence[Any]) -> Any:
+    """Paper Table 6 beside this machine: sampling one batch (minutes) and training (hours), log scale."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = [r.dataset for r in rows]
+    x = range(len(rows))
+    w = 0.4
+    panels = (("sampling_min", "paper_sampling_min", "one sampling batch (minutes)"),
+              ("training_h", "paper_training_h", "whole training run (hours)"))  # fmt: skip
+    for ax, (ours, paper, label) in zip(axes, panels, strict=True):
+        ax.bar([i - w / 2 for i in x], [getattr(r, ours) for r in rows], w, label=f"ours: {rows[0].device}")
+        ax.bar([i + w / 2 for i in x], [getattr(r, paper) for r in rows], w, label="paper (V100s)", color="0.7")
+        ax.set_yscale("log")
+        ax.set_xticks(list(x), names)
+        ax.set_xlabel("dataset")
+        ax.set_ylabel(label + ", log scale")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Table 6: ours projected from measured evaluations and steps vs the paper")
+    fig.tight_layout()
+    return fig
+
+
+def sampler_comparison_figure(rows: Sequence[Mapping[str, Any]], metric: str, label: str) -> Any:
+    """One line per sampler: ``metric`` of each row against its number of network evaluations (log x)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    by_sampler: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        by_sampler.setdefault(r["sampler"], []).append((r["nfe"], r[metric]))
+    for name, pts in by_sampler.items():
+        pts.sort()
+        ax.plot(*zip(*pts, strict=True), "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations per sample (NFE, log scale)")
+    ax.set_ylabel(label)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

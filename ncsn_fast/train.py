@@ -1,42 +1,41 @@
 """Training: Adam per the config, annealed DSM loss with random labels, EMA, atomic checkpoints, exact resume,
 bf16/fp16 autocast, torch.compile, and DDP under torchrun (nccl on GPUs, gloo on CPU).
 
-    ncsn-fast train --config digits --workdir runs/digits
-    torchrun --nproc_per_node=2 -m ncsn_fast.train --config cifar10 --data ~/data --workdir runs/c10
+    train(load_config("digits"), "runs/digits")                      # the library
+    ncsn-fast train --config digits --workdir runs/digits             # the command line (ncsn_fast.cli)
 
 Determinism: the global batch of step k is fixed by (seed, epoch, position) and its labels, flips and noise come
-from one generator whose state is checkpointed, so a run killed at any moment continues with ``--resume`` from
+from one generator whose state is checkpointed, so a run killed at any moment continues with ``resume=True`` from
 its last complete checkpoint exactly as if it had never stopped — and K DDP ranks, each taking 1/K of every
-global batch, train the same model as one process.
+global batch, train the same model as one.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
-import os
 import random
-import sys
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-from ncsn_fast.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from ncsn_fast.config import Config, load_config
+from ncsn_fast import distributed
+from ncsn_fast.checkpoint import checkpoint_step, load_state, read_checkpoint, save_checkpoint
+from ncsn_fast.config import Config
 from ncsn_fast.data import build_dataset, data_transform
 from ncsn_fast.ema import EMA, unwrap_model
 from ncsn_fast.losses import dsm_loss
 from ncsn_fast.models import build_model
+from ncsn_fast.precision import check_precision
+from ncsn_fast.seeding import make_generator
 from ncsn_fast.techniques import get_sigmas
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from ncsn_fast.validation import check_device, check_int
 
 
 def lr_at(cfg: Config, step: int) -> float:
@@ -61,7 +60,7 @@ def make_optimizer(cfg: Config, params: Any) -> torch.optim.Optimizer:
 
 
 class GlobalBatches:
-    """Deterministic, resumable order of global batches: epoch e is randperm(n) seeded by (seed, e)."""
+    """Deterministic, resumable order of global batches: epoch e is randperm(n) from the stream (seed, order, e)."""
 
     def __init__(self, n: int, batch_size: int, seed: int) -> None:
         if n < batch_size:
@@ -71,7 +70,11 @@ class GlobalBatches:
         self._perm = self._epoch_perm()
 
     def _epoch_perm(self) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        return torch.randperm(self.n, generator=make_generator(self.seed, "train/order", self.epoch))
+
+    def next_epoch(self) -> int:
+        """The epoch the next batch belongs to."""
+        return self.epoch + 1 if (self.index + 1) * self.batch_size > self.n else self.epoch
 
     def __iter__(self):
         return self
@@ -103,40 +106,56 @@ class _RankBatches(torch.utils.data.Sampler):
             yield idx[self.rank :: self.world].tolist()
 
 
-def _numpy_state() -> dict[str, Any]:
+def _rng_state(order: GlobalBatches, noise_gen: torch.Generator) -> dict[str, Any]:
     # As tensors and plain values, so that checkpoints load with torch.load(weights_only=True).
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
+    numpy_state = {
         "name": name,
         "keys": torch.from_numpy(keys.astype(np.int64)),
         "pos": int(pos),
         "has_gauss": int(has_gauss),
         "cached": float(cached),
     }
+    return {
+        "order": order.state_dict(),
+        "noise": noise_gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": numpy_state,
+        "python": random.getstate(),
+    }
 
 
-def _set_numpy_state(state: dict[str, Any]) -> None:
-    keys = state["keys"].numpy().astype(np.uint32)
-    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["cached"]))
+def _set_rng_state(state: dict[str, Any], order: GlobalBatches, noise_gen: torch.Generator) -> None:
+    order.load_state_dict(state["order"])
+    noise_gen.set_state(state["noise"])
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate(state["python"])
 
 
-def _step_of(path: Path) -> int:
-    return int(path.stem.split("_")[1])
+def checkpoints(workdir: str | Path) -> list[Path]:
+    """``checkpoint_<step>.pth`` files of a workdir, by step."""
+    found = [p for p in Path(workdir).glob("checkpoint_*.pth") if checkpoint_step(p) is not None]
+    return sorted(found, key=checkpoint_step)
 
 
-def latest_checkpoint(workdir: Path) -> Path | None:
-    ckpts = sorted(Path(workdir).glob("checkpoint_*.pth"), key=_step_of)
-    return ckpts[-1] if ckpts else None
+def latest_checkpoint(workdir: str | Path) -> Path | None:
+    found = checkpoints(workdir) if Path(workdir).is_dir() else []
+    return found[-1] if found else None
 
 
-def _check_workdir(workdir: Path) -> None:
+def _check_workdir(workdir: Path) -> bool:
+    """Create (if needed) and probe the workdir; returns whether it was created by this call."""
+    created = not workdir.exists()
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / ".write_test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise ValueError(f"--workdir: cannot write to {str(workdir)!r}: {exc.strerror or exc}") from None
+        raise ValueError(f"workdir: cannot write to {str(workdir)!r}: {exc.strerror or exc}") from None
+    return created
 
 
 def _config_mismatch(saved: dict[str, Any], cfg: Config) -> list[str]:
@@ -151,24 +170,31 @@ def _config_mismatch(saved: dict[str, Any], cfg: Config) -> list[str]:
     return diffs
 
 
-def plot_loss_curve(metrics: Path, out: Path) -> None:
-    """Log-scale loss-vs-step PNG (nothing written before two logged steps)."""
-    from ncsn_fast.plotting import line_chart
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the log lines written after the checkpoint a run resumes from (they will be written again)."""
+    if path.is_file():
+        rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+def plot_loss_curve(metrics: Path, out: Path) -> bool:
+    """The loss curve PNG of a metrics.jsonl (see :func:`ncsn_fast.plotting.loss_curve`); False without data."""
+    from ncsn_fast.plotting import loss_curve
 
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    pts = [(r["step"], r["loss"]) for r in rows if r.get("loss", 0) > 0]
-    if len(pts) >= 2:
-        line_chart({"DSM loss": pts}, out, f"DSM loss, steps {pts[0][0]}-{pts[-1][0]}", log_y=True)
+    return loss_curve(rows, out)
 
 
-def _distributed() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    if world > 1:
-        return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
+def _log_record(window: list[torch.Tensor], losses: list[float], levels: int, per_level: bool) -> dict[str, Any]:
+    w = torch.cat(window)
+    rec: dict[str, Any] = {"loss": float(np.mean(losses[-len(window) :]))}
+    for b in range(4):  # loss per quarter of the σ range (bucket 0 = largest σ)
+        sel = (w[:, 1] * 4 // levels) == b
+        if sel.any():
+            rec[f"loss_sigma_q{b}"] = float(w[sel, 0].mean())
+    if per_level:  # training.log_all_sigmas: the loss of every noise level seen in the window
+        rec["loss_sigma"] = {int(k): float(w[w[:, 1] == k, 0].mean()) for k in w[:, 1].unique().tolist()}
+    return rec
 
 
 def train(
@@ -188,111 +214,134 @@ def train(
     device: str | torch.device | None = None,
     init: str | Path | None = None,
     quiet: bool = False,
+    adopt_schedule: bool = False,
 ) -> dict[str, Any]:
-    """Train ``build_model(cfg)``; returns a summary (final step, losses, wall time, model, EMA).
+    """Train ``build_model(cfg)`` for ``min(max_steps or training.n_iters, training.n_epochs epochs)`` steps.
 
-    Under torchrun (WORLD_SIZE > 1) each rank takes 1/world of every global batch of ``training.batch_size``;
-    rank 0 writes checkpoints and logs.
+    Writes ``workdir/checkpoint_<step>.pth`` (every ``snapshot_every`` steps, default ``training.snapshot_freq``,
+    and at the end; the last ``keep``), ``metrics.jsonl`` every ``log_every`` steps and ``loss.png``.
+    ``resume`` continues from the latest checkpoint (ValueError "nothing to resume" when the workdir holds no run);
+    ``init`` starts from a checkpoint's weights (its EMA when it has one, else the EMA starts from the loaded
+    weights; its σ schedule must match the config's unless ``adopt_schedule``). ``data``: a tensor (N, C, H, W) in
+    [0, 1] or a Dataset instead of the config's dataset. Under torchrun (WORLD_SIZE > 1) each rank takes 1/world of
+    every global batch of ``training.batch_size``; rank 0 writes. Returns a summary (final step, losses, wall time,
+    model, EMA). Errors name the parameter (``workdir: …``); a run that fails before its first checkpoint removes
+    the workdir it created.
     """
     workdir = Path(workdir)
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision: must be one of {list(PRECISIONS)}, got {precision!r}")
-    rank, world, local_rank = _distributed()
-    if cfg.training.batch_size % world:
-        raise ValueError(f"training.batch_size: {cfg.training.batch_size} is not divisible by {world} processes")
-    if rank == 0:
-        _check_workdir(workdir)
-        for stale in workdir.glob(".checkpoint_*.tmp"):  # left by a run killed while writing
-            stale.unlink()
-    dev = torch.device(device) if device else torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if isinstance(data, torch.Tensor):
-        data = torch.utils.data.TensorDataset(data)
-    dataset = data if data is not None else build_dataset(cfg, data_root, download)
-    total = max_steps if max_steps is not None else cfg.training.n_iters
-    snapshot_every = snapshot_every or cfg.training.snapshot_freq
+    amp_dtype = check_precision("precision", precision)
+    for name, value in (("max_steps", max_steps), ("log_every", log_every), ("snapshot_every", snapshot_every)):
+        if value is not None:
+            check_int(name, value, 1)
+    check_int("keep", keep, 1)
+    dev = check_device("device", device) if device is not None else None
+    ranks = distributed.setup()
+    if cfg.training.batch_size % ranks.world:
+        raise ValueError(f"training.batch_size: {cfg.training.batch_size} is not divisible by {ranks.world} processes")
+    ckpt_path = latest_checkpoint(workdir) if resume else None
+    if resume and not workdir.is_dir():  # a mistyped workdir; one that exists but holds no checkpoint yet (a run
+        # killed before its first one) starts again at step 0
+        raise ValueError(f"resume: nothing to resume in {str(workdir)!r} (no such folder)")
+    ckpt = read_checkpoint(ckpt_path or init) if (ckpt_path or init) else None
+    dev = dev or distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"), ranks)
+    dataset = torch.utils.data.TensorDataset(data) if isinstance(data, torch.Tensor) else data
+    dataset = dataset if dataset is not None else build_dataset(cfg, data_root, download)
 
     torch.manual_seed(seed)
     model = build_model(cfg).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    sigmas = get_sigmas(cfg).to(dev)
     optimizer = make_optimizer(cfg, model.parameters())
-    ema = EMA(model, cfg.model.ema_rate) if cfg.model.ema else None
     order = GlobalBatches(len(dataset), cfg.training.batch_size, seed)
-    noise_gen = torch.Generator().manual_seed(seed + 1)
+    noise_gen = make_generator(seed, "train/noise")
     step = 0
-    ckpt_path = latest_checkpoint(workdir) if resume else None
     if ckpt_path is not None:
-        ckpt = read_checkpoint(ckpt_path)
         diffs = _config_mismatch(ckpt.get("config") or {}, cfg)
         if diffs:
-            raise ValueError(f"--resume: {ckpt_path.name} was trained with another config: {'; '.join(diffs[:4])}")
-        model.load_state_dict(ckpt["model"])
+            raise ValueError(f"resume: {ckpt_path.name} was trained with another config: {'; '.join(diffs[:4])}")
+        load_state(model, ckpt, f"checkpoint {str(ckpt_path)!r}", ema=False)
         optimizer.load_state_dict(ckpt["optimizer"])
-        if ema is not None and ckpt.get("ema"):
-            ema.load_state_dict(ckpt["ema"])
-        order.load_state_dict(ckpt["rng"]["order"])
-        noise_gen.set_state(ckpt["rng"]["noise"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        _set_numpy_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        _set_rng_state(ckpt["rng"], order, noise_gen)
         step = int(ckpt["step"])
-    elif init is not None:  # start from an official (or our) checkpoint: weights, EMA and, if it fits, Adam state
-        ckpt = read_checkpoint(init)
-        model.load_state_dict(ckpt["model"])
-        if ema is not None and ckpt.get("ema"):
-            ema.load_state_dict(ckpt["ema"])
-        with contextlib.suppress(ValueError, KeyError):
+    elif ckpt is not None:  # --init: an official (or our) checkpoint's weights and, if it fits, its Adam state
+        load_state(model, ckpt, f"init {str(init)!r}", ema=False, adopt_schedule=adopt_schedule)
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             optimizer.load_state_dict(ckpt["optimizer"])
+    # Technique 5: the EMA starts from the weights the model holds now (the loaded ones with init/resume), unless
+    # the checkpoint carries EMA state of its own.
+    ema = EMA(model, cfg.model.ema_rate) if cfg.model.ema else None
+    if ema is not None and ckpt is not None and ckpt.get("ema"):
+        ema.load_state_dict(ckpt["ema"])
+    sigmas = get_sigmas(cfg).to(dev)  # after loading: adopt_schedule may have replaced the config's schedule
+    created = False
+    if ranks.is_main:
+        created = _check_workdir(workdir)
+        for stale in workdir.glob(".checkpoint_*.tmp"):  # left by a run killed while writing
+            stale.unlink()
+        if ckpt_path is not None:
+            _truncate_metrics(workdir / "metrics.jsonl", step)
+        if not quiet:
+            where = f"resumed from {ckpt_path.name} (step {step})" if ckpt_path else "starting at step 0"
+            where += " (no checkpoint to resume from yet)" if resume and ckpt_path is None else ""
+            tqdm.write(f"train: {where}; workdir {workdir}")
+    try:
+        return _loop(
+            cfg, workdir, model, optimizer, ema, order, noise_gen, sigmas, dataset, step, ranks, dev, amp_dtype,
+            compile, max_steps if max_steps is not None else cfg.training.n_iters,
+            log_every, snapshot_every or cfg.training.snapshot_freq, keep, seed, quiet,
+        )  # fmt: skip
+    except BaseException:
+        if created and latest_checkpoint(workdir) is None:
+            shutil.rmtree(workdir, ignore_errors=True)  # a run that saved nothing leaves nothing behind
+        raise
 
+
+def _loop(
+    cfg, workdir, model, optimizer, ema, order, noise_gen, sigmas, dataset, step, ranks, dev, amp_dtype, compile,
+    total, log_every, snapshot_every, keep, seed, quiet,
+) -> dict[str, Any]:  # fmt: skip
+    rank, world = ranks.rank, ranks.world
     fwd = torch.compile(model) if (compile if compile is not None else dev.type == "cuda") else model
-    ddp = None
     if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[dev.index] if dev.type == "cuda" else None)
-        fwd = ddp
-    amp_dtype = PRECISIONS[precision]
-    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
+        fwd = torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[dev.index] if dev.type == "cuda" else None)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
+    tensors = isinstance(dataset, torch.utils.data.TensorDataset)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=_RankBatches(order_copy := GlobalBatches(order.n, order.batch_size, seed), rank, world),
-        num_workers=cfg.data.num_workers if not isinstance(dataset, torch.utils.data.TensorDataset) else 0,
+        num_workers=0 if tensors else cfg.data.num_workers,
         pin_memory=dev.type == "cuda",
-        persistent_workers=cfg.data.num_workers > 0 and not isinstance(dataset, torch.utils.data.TensorDataset),
+        persistent_workers=cfg.data.num_workers > 0 and not tensors,
     )
     order_copy.load_state_dict(order.state_dict())
     batches = iter(loader)
+    metrics = workdir / "metrics.jsonl"
 
     def snapshot() -> None:
-        if rank != 0:
-            return
+        path = workdir / f"checkpoint_{step}.pth"
         save_checkpoint(
-            workdir / f"checkpoint_{step}.pth",
+            path,
             model=unwrap_model(model).state_dict(),
             optimizer=optimizer.state_dict(),
             ema=ema.state_dict() if ema is not None else None,
             step=step,
             config=cfg.to_dict(),
-            rng={
-                "order": order.state_dict(),
-                "noise": noise_gen.get_state(),
-                "torch": torch.get_rng_state(),
-                "numpy": _numpy_state(),
-                "python": random.getstate(),
-            },
+            rng=_rng_state(order, noise_gen),
         )
-        for old in sorted(workdir.glob("checkpoint_*.pth"), key=_step_of)[:-keep]:
+        for old in checkpoints(workdir)[:-keep]:
             old.unlink()
         with contextlib.suppress(OSError, ValueError):
-            plot_loss_curve(workdir / "metrics.jsonl", workdir / "loss.png")
+            plot_loss_curve(metrics, workdir / "loss.png")
+        if not quiet:
+            tqdm.write(f"train: saved {path.name}")
 
-    log = (workdir / "metrics.jsonl").open("a") if rank == 0 else None
     model.train()
     losses: list[float] = []
     window: list[torch.Tensor] = []
-    t0, t_log = time.time(), time.time()
+    t0 = t_log = time.time()
     L, B = len(sigmas), cfg.training.batch_size
     bar = tqdm(total=total, initial=step, desc="train", disable=quiet or rank != 0, dynamic_ncols=True)
-    while step < total:
+    while step < total and order.next_epoch() < cfg.training.n_epochs:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, step)
         next(order)  # the main process's copy of the order, for checkpoints
@@ -325,43 +374,33 @@ def train(
         losses.append(loss.item())
         window.append(torch.stack([per_sample.detach().float().cpu(), labels.float().cpu()], 1))
         bar.update(1)
-        if log is not None and (step % log_every == 0 or step == total):
-            w = torch.cat(window)
-            buckets = {}
-            for b in range(4):  # loss per quarter of the σ range (bucket 0 = largest σ)
-                sel = (w[:, 1] * 4 // L) == b
-                if sel.any():
-                    buckets[f"loss_sigma_q{b}"] = float(w[sel, 0].mean())
+        last = step == total or order.next_epoch() >= cfg.training.n_epochs
+        if rank == 0 and (step % log_every == 0 or last):
             now = time.time()
-            rec = {
-                "step": step,
-                "loss": float(np.mean(losses[-log_every:])),
-                **buckets,
-                "grad_norm": float(grad_norm),
-                "lr": lr_at(cfg, step - 1),
-                "images_per_s": round(len(w) * world / max(now - t_log, 1e-9), 1),
-                "wall_s": round(now - t0, 1),
-            }
+            rec = {"step": step, **_log_record(window, losses, L, cfg.training.log_all_sigmas)}
+            rec.update(
+                grad_norm=float(grad_norm),
+                lr=lr_at(cfg, step - 1),
+                images_per_s=round(len(torch.cat(window)) * world / max(now - t_log, 1e-9), 1),
+                wall_s=round(now - t0, 1),
+            )
             window.clear()
             t_log = now
             bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-        if step % snapshot_every == 0 or step == total:
+            with metrics.open("a") as log:
+                log.write(json.dumps(rec) + "\n")
+        if rank == 0 and (step % snapshot_every == 0 or last):
             snapshot()
-            if rank == 0 and cfg.training.snapshot_sampling and ema is not None:
+            if cfg.training.snapshot_sampling and ema is not None:
                 _snapshot_samples(model, ema, cfg, workdir / f"samples_{step}.png")
     bar.close()
-    if log is not None:
-        log.close()
     return {"step": step, "losses": losses, "wall_s": time.time() - t0, "model": unwrap_model(model), "ema": ema}
 
 
 def _snapshot_samples(model: torch.nn.Module, ema: EMA, cfg: Config, out: Path) -> None:
     """A quick 36-sample grid from the EMA weights (heun, 25 evaluations; thinned ALD for the original NCSN)."""
-    from torchvision.utils import save_image
-
     from ncsn_fast.data import inverse_data_transform
+    from ncsn_fast.images import save_grid
     from ncsn_fast.sampling import annealed_langevin, heun, init_samples, prior_samples, thin_schedule
 
     base = unwrap_model(model)
@@ -372,73 +411,18 @@ def _snapshot_samples(model: torch.nn.Module, ema: EMA, cfg: Config, out: Path) 
         base.eval()
         if getattr(base, "conditional", False):
             sig, labels, eps = thin_schedule(get_sigmas(cfg), max(1, cfg.model.num_classes // 10), 5)
-            x = annealed_langevin(base, init_samples(36, shape, g, dev), sig, 5, eps, generator=g, labels=labels)
+            x0 = init_samples(36, shape, g, dev, config=cfg)
+            x = annealed_langevin(base, x0, sig, 5, eps, generator=g, labels=labels)
         else:
             smax, smin = cfg.model.sigma_begin, cfg.model.sigma_end
             x = heun(base.score, prior_samples(36, shape, smax, g, dev), 25, smax, smin)
         base.train()
-    save_image(inverse_data_transform(cfg, x.cpu()), out, nrow=6, padding=1)
+    save_grid(inverse_data_transform(cfg, x.cpu()), out, nrow=6)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--config", required=True, help="preset name or YAML path")
-    p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, loss.png and sample grids go here")
-    p.add_argument("--data", help="dataset folder (not needed for the digits preset)")
-    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 / CelebA")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --workdir")
-    p.add_argument("--init", help="start from this checkpoint's weights (official or ncsn-fast format)")
-    p.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile (GPU default)")
-    p.add_argument("--no-compile", dest="compile", action="store_false")
-    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the local GPU, else the CPU)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: n_iters)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (all processes together)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--snapshot-every", type=int, default=None)
-    p.add_argument("--keep", type=int, default=3, help="keep the last K checkpoints")
-    p.add_argument("--quiet", action="store_true")
-    return p
+if __name__ == "__main__":  # `python -m ncsn_fast.train …`: a thin alias of `python -m ncsn_fast.cli train …`
+    import sys
 
+    from ncsn_fast.cli.main import main
 
-def run(args: argparse.Namespace) -> int:
-    for name in ("max_steps", "batch_size", "log_every", "snapshot_every", "keep"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
-    cfg = load_config(args.config)
-    if args.batch_size:
-        cfg.training.batch_size = args.batch_size
-    if args.init:
-        read_checkpoint(args.init)  # a bad --init fails here, before any data is read
-    train(
-        cfg,
-        args.workdir,
-        args.max_steps,
-        args.seed,
-        args.resume,
-        args.log_every,
-        args.snapshot_every,
-        keep=args.keep,
-        data_root=args.data,
-        download=args.download,
-        precision=args.precision,
-        compile=args.compile,
-        device=args.device,
-        init=args.init,
-        quiet=args.quiet,
-    )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m ncsn_fast.train", description=__doc__))
-    try:
-        return run(parser.parse_args(argv))
-    except (ValueError, ImportError, CheckpointError) as exc:
-        print(f"ncsn-fast train: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

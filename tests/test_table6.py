@@ -28,7 +28,7 @@ def test_table6_quick_on_cifar10(tmp_path, capsys):
     ("argv", "match"),
     [
         (["--datasets", "cifar100"], "--datasets: unknown"),
-        (["--device", "cuda"], "--device cuda: no CUDA GPU"),
+        (["--device", "cuda"], "--device: 'cuda' asked for but no CUDA device"),
         (["--k", "0"], "--k: must be at least 1"),
     ],
 )

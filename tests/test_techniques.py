@@ -54,17 +54,46 @@ def test_noise_ratio_small_dimension_error():
         T.noise_ratio(4)
 
 
+def _exact_max_distance(x: torch.Tensor) -> float:
+    """torch.cdist in float64 without the matrix-product shortcut: plain differences."""
+    flat = x.reshape(len(x), -1).double()
+    return float(torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist").max())
+
+
 def test_initial_sigma_is_max_pairwise_distance():
     x = torch.randn(301, 3, 5, 5) * torch.rand(301, 1, 1, 1) * 4
     expected = pdist(x.reshape(301, -1).double().numpy()).max()
-    assert abs(T.initial_sigma(x, batch_size=37) - expected) / expected < 1e-5
+    assert abs(T.initial_sigma(x, batch_size=37) - expected) / expected < 1e-12
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: 1000 + torch.rand(300, 192),  # the issue's input: float32 data far from the origin
+        lambda: 1 - 1e-3 * torch.rand(200, 3 * 16 * 16),  # bright images, tiny differences
+        lambda: torch.rand(60, 20000) * 0.01 + 50,  # large D, offset
+        lambda: torch.rand(100, 3, 8, 8, dtype=torch.float64) * 255,  # float64 pixel values
+    ],
+)
+def test_initial_sigma_is_exact_far_from_the_origin(make):
+    x = make()
+    got = T.initial_sigma(x, batch_size=64)
+    assert abs(got - _exact_max_distance(x)) / _exact_max_distance(x) < 1e-9
 
 
 def test_initial_sigma_subsamples_large_data():
-    x = torch.randn(120, 4)
+    """max_points/subsample: two far outliers among 10000 points in a small ball are both in a random 50-point
+    subsample with probability 2.5e-5, so honouring max_points gives the ball's diameter, ignoring it the outliers'
+    distance; and the value is the exact maximum over the documented subsample (first 50 of randperm(seed))."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(10000, 4, generator=g)
+    x[17] = 100.0
+    x[9000] = -100.0
     full = T.initial_sigma(x)
-    sub = T.initial_sigma(x, max_points=100, subsample=50)
-    assert 0 < sub <= full + 1e-6
+    assert abs(full - _exact_max_distance(x[[17, 9000]])) < 1e-9
+    sub = T.initial_sigma(x, max_points=100, subsample=50, seed=3)
+    idx = torch.randperm(10000, generator=torch.Generator().manual_seed(3))[:50]
+    assert sub < 3 and abs(sub - _exact_max_distance(x[idx])) < 1e-9
 
 
 def test_initial_sigma_bad_input():

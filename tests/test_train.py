@@ -97,23 +97,36 @@ def load_small_digits() -> torch.Tensor:
     return load_digits(16)[:256]
 
 
-def _start(cfg_path, workdir, resume: bool, env):
+@pytest.fixture
+def slow_saves():
+    """Start `ncsn-fast train` in a subprocess whose checkpoint writes pause 0.3 s between the fsync of the temporary
+    file and its rename (ncsn_fast.io._before_replace), so that a kill can land inside a write."""
     import subprocess
     import sys
 
-    args = [sys.executable, "-m", "ncsn_fast.train", "--config", str(cfg_path), "--workdir", str(workdir)]
-    args += ["--max-steps", "40", "--snapshot-every", "4", "--log-every", "4", "--quiet"]
-    return subprocess.Popen(args + (["--resume"] if resume else []), env=env)
+    code = (
+        "import sys, time, ncsn_fast.io as io; io._before_replace = lambda: time.sleep(0.3); "
+        "from ncsn_fast.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+
+    def start(cfg_path, workdir, resume: bool, env):
+        args = [sys.executable, "-c", code, "train", "--config", str(cfg_path), "--workdir", str(workdir)]
+        args += ["--max-steps", "40", "--snapshot-every", "4", "--log-every", "4", "--quiet"]
+        return subprocess.Popen(args + (["--resume"] if resume else []), env=env)
+
+    return start
 
 
-def test_kill_9_at_five_moments_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.slow
+def test_kill_9_at_five_moments_then_resume_equals_uninterrupted(tmp_path, slow_saves):
     import os
     import time
 
     cfg = tiny_cfg()
     cfg_path = tmp_path / "tiny.yml"
     cfg_path.write_text(cfg.to_yaml())
-    env = dict(os.environ, OMP_NUM_THREADS="1", NCSN_FAST_TEST_SAVE_DELAY="0.3")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    _start = slow_saves
     ref = _start(cfg_path, tmp_path / "ref", False, env)
     assert ref.wait(timeout=600) == 0
     work = tmp_path / "killed"
@@ -127,7 +140,9 @@ def test_kill_9_at_five_moments_then_resume_equals_uninterrupted(tmp_path):
                 time.sleep(0.01)
             hit_write = bool(list(work.glob(".checkpoint_*.tmp")))
         else:
-            time.sleep(float(rng.uniform(3.0, 6.0)))
+            while attempt == 0 and not work.exists() and proc.poll() is None:
+                time.sleep(0.01)  # a run killed before it made its workdir has nothing to resume (an error)
+            time.sleep(float(rng.uniform(1.0, 4.0)))
         proc.kill()  # SIGKILL: no cleanup, no atexit
         proc.wait()
         for ckpt in work.glob("checkpoint_*.pth"):  # every checkpoint on disk is complete and loadable
@@ -143,51 +158,9 @@ def test_kill_9_at_five_moments_then_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(a["ema"][k], b["ema"][k]), k
 
 
-def test_image_folder_skips_corrupt_images_and_trains(tmp_path):
-    from torchvision.utils import save_image
-
-    from ncsn_fast.data import build_dataset
-
-    folder = tmp_path / "imgs" / "sub"
-    folder.mkdir(parents=True)
-    for i in range(20):
-        save_image(torch.rand(3, 20, 24), folder / f"{i}.png")
-    (folder / "broken.png").write_bytes(b"not a png")
-    cfg = nf.load_config(
-        {
-            "data": {"dataset": "MYFOLDER", "image_size": 16, "channels": 3, "num_workers": 0},
-            "model": {"ngf": 4, "num_classes": 5, "sigma_begin": 10.0},
-            "training": {"batch_size": 7},
-        }
-    )
-    ds = build_dataset(cfg, tmp_path / "imgs")
-    assert len(ds) == 21
-    with pytest.warns(UserWarning, match="skipping unreadable image"):
-        items = [ds[i] for i in range(len(ds))]
-    assert len(ds.skipped) == 1 and all(t.shape == (3, 16, 16) for t in items)
-    out = train(cfg, tmp_path / "w", max_steps=3, snapshot_every=3, quiet=True, data_root=tmp_path / "imgs")
-    assert out["step"] == 3
-
-
-def test_ffhq_test_split_is_the_held_out_tenth(tmp_path):
-    from torchvision.utils import save_image
-
-    from ncsn_fast.data import DataError, build_dataset
-
-    for i in range(20):
-        save_image(torch.full((3, 8, 8), i / 20), tmp_path / f"{i:02d}.png")
-    cfg = nf.load_config({"data": {"dataset": "FFHQ", "image_size": 8, "channels": 3}, "model": {"ngf": 4}})
-    train_set, test_set = build_dataset(cfg, tmp_path), build_dataset(cfg, tmp_path, split="test")
-    assert (len(train_set), len(test_set)) == (18, 2)  # 63000/7000 of 20 images
-    assert not set(train_set.indices) & set(test_set.indices)
-    assert sorted(train_set.indices + test_set.indices) == list(range(20))
-    with pytest.raises(DataError, match="--split test"):
-        build_dataset(nf.load_config("digits"), split="test")
-
-
 def test_bad_training_input(tmp_path):
+    from ncsn_fast.cli import main
     from ncsn_fast.data import DataError
-    from ncsn_fast.train import main
 
     (tmp_path / "empty").mkdir()
     cfg = {"data": {"dataset": "MYFOLDER", "image_size": 16}, "model": {"ngf": 4, "num_classes": 5}}
@@ -197,12 +170,13 @@ def test_bad_training_input(tmp_path):
         train(nf.load_config("cifar10"), tmp_path / "w", max_steps=1, data_root=tmp_path / "empty", quiet=True)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match="--workdir"):
+    with pytest.raises(ValueError, match="workdir"):
         train(tiny_cfg(), blocker / "sub", max_steps=1, quiet=True)
     train(tiny_cfg(), tmp_path / "r", max_steps=2, snapshot_every=2, quiet=True)
     with pytest.raises(ValueError, match="another config.*model.ngf"):
         train(tiny_cfg(ngf=6), tmp_path / "r", max_steps=4, resume=True, quiet=True)
-    assert main(["--config", "digits", "--workdir", str(tmp_path / "x"), "--max-steps", "0"]) == 2
+    assert main(["train", "--config", "digits", "--workdir", str(tmp_path / "x"), "--max-steps", "0"]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_start_from_an_official_checkpoint(tmp_path, reference_dir):
@@ -216,3 +190,83 @@ def test_start_from_an_official_checkpoint(tmp_path, reference_dir):
     w = out["model"].state_dict()["begin_conv.weight"]
     ref = official[0]["module.begin_conv.weight"]
     assert 0 < float((w - ref).abs().max()) < 10 * cfg.optim.lr
+
+
+def test_ema_starts_from_the_init_weights_when_the_checkpoint_has_none(tmp_path, capsys):
+    """Issue input: a bare state_dict as --init, one step; the EMA must be μ·init + (1 − μ)·θ_1, not the average of
+    a random model (which was ≈ 0.69 away)."""
+    from ncsn_fast.cli import main
+
+    cfg = tiny_cfg()
+    cfg.model.ngf = 8
+    cfg_path = tmp_path / "cfg.yml"
+    cfg_path.write_text(cfg.to_yaml())
+    torch.manual_seed(123)
+    init = nf.build_model(cfg).state_dict()
+    torch.save(init, tmp_path / "init.pth")
+    args = [
+        "train",
+        "--config",
+        str(cfg_path),
+        "--workdir",
+        str(tmp_path / "run"),
+        "--init",
+        str(tmp_path / "init.pth"),
+    ]
+    assert main([*args, "--max-steps", "1", "--no-compile", "--quiet"]) == 0
+    ckpt = read_checkpoint(tmp_path / "run" / "checkpoint_1.pth")
+    mu = cfg.model.ema_rate
+    for name, shadow in ckpt["ema"].items():
+        expected = mu * init[name] + (1 - mu) * ckpt["model"][name]
+        assert torch.allclose(shadow, expected, rtol=1e-5, atol=1e-6), name
+    worst = max(float((ckpt["ema"][k] - init[k]).abs().max()) for k in ckpt["ema"])
+    assert worst < 1e-3  # one step of Adam (lr 1e-3) moves the EMA by at most (1 − μ)·lr
+
+
+def test_an_init_checkpoint_with_ema_state_gives_the_ema_its_own_state(tmp_path):
+    cfg = tiny_cfg()
+    torch.manual_seed(5)
+    model = nf.build_model(cfg)
+    ema = {k: torch.randn_like(p) for k, p in model.named_parameters()}
+    nf.save_checkpoint(tmp_path / "init.pth", model=model.state_dict(), ema=ema)
+    out = train(cfg, tmp_path / "w", max_steps=1, quiet=True, data=load_small_digits(), init=tmp_path / "init.pth")
+    mu = cfg.model.ema_rate
+    for k, p in out["model"].named_parameters():
+        assert torch.allclose(out["ema"].shadow[k], mu * ema[k] + (1 - mu) * p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_on_a_mistyped_workdir_fails_and_creates_nothing(tmp_path):
+    with pytest.raises(ValueError, match="resume: nothing to resume in"):
+        train(tiny_cfg(), tmp_path / "typo", max_steps=2, resume=True, quiet=True, data=load_small_digits())
+    assert not (tmp_path / "typo").exists()
+
+
+def test_training_says_where_it_starts_and_what_it_saves_and_draws_the_loss(tmp_path, capsys):
+    data = load_small_digits()
+    train(tiny_cfg(), tmp_path, max_steps=6, snapshot_every=3, log_every=50, data=data)
+    err = "".join(capsys.readouterr())
+    assert "starting at step 0" in err and "saved checkpoint_3.pth" in err and "saved checkpoint_6.pth" in err
+    assert (tmp_path / "loss.png").stat().st_size > 0  # a run shorter than log_every still draws its curve
+    train(tiny_cfg(), tmp_path, max_steps=9, snapshot_every=3, log_every=50, data=data, resume=True)
+    assert "resumed from checkpoint_6.pth (step 6)" in "".join(capsys.readouterr())
+    import json
+
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated or stale lines after a resume
+
+
+def test_a_failed_run_leaves_no_empty_workdir_and_bad_devices_fail_first(tmp_path, capsys):
+    from ncsn_fast.cli import main
+
+    data = torch.rand(64, 1, 16, 16)
+    data[:, :, 3, 3] = float("inf")
+    with pytest.raises(FloatingPointError):
+        train(tiny_cfg(), tmp_path / "nan", max_steps=5, quiet=True, data=data)
+    assert not (tmp_path / "nan").exists()
+    for device in ("cuda", "cuda:3", "tpu"):
+        if device.startswith("cuda") and torch.cuda.is_available():
+            continue
+        code = main(["train", "--config", "digits", "--workdir", str(tmp_path / "dev"), "--device", device])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "--device" in err[0] and device in err[0]
+        assert not (tmp_path / "dev").exists()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ncsn_fast.validation import check_int
+
 
 @dataclass
 class Neighbors:
@@ -45,8 +47,7 @@ def nearest_neighbors(
     Streams over the data keeping a running top-k, so the training set is never held in memory (nor its
     features). With ``flips`` each image counts twice, as itself and flipped (``torch.flip(x, [-1])``).
     """
-    if k < 1:
-        raise ValueError(f"k: must be at least 1, got {k}")
+    check_int("k", k, 1)
     if samples.dim() != 4:
         raise ValueError(f"samples: expected (N, C, H, W), got shape {tuple(samples.shape)}")
     q = features(samples).double()
@@ -63,7 +64,8 @@ def nearest_neighbors(
         b = batch.shape[0]
         views = [(batch, False)] + ([(torch.flip(batch, [-1]), True)] if flips else [])
         for view, is_flip in views:
-            d = torch.cdist(q, features(view).double())
+            # exact differences, not the ‖a‖² + ‖b‖² − 2ab shortcut: a planted copy must be at distance 0
+            d = torch.cdist(q, features(view).double(), compute_mode="donot_use_mm_for_euclid_dist")
             best_d = torch.cat([best_d, d], 1)
             best_i = torch.cat([best_i, torch.arange(offset, offset + b).expand(s, b)], 1)
             best_f = torch.cat([best_f, torch.full((s, b), is_flip)], 1)
@@ -85,3 +87,30 @@ def neighbor_grid(samples: torch.Tensor, dataset_image: Callable[[int], torch.Te
             img = dataset_image(i)
             rows.append(torch.flip(img, [-1]) if f else img)
     return torch.stack(rows)
+
+
+def neighbors(
+    samples: torch.Tensor,
+    dataset: torch.utils.data.Dataset,
+    k: int = 10,
+    features: Callable[[torch.Tensor], torch.Tensor] = pixel_features,
+    flips: bool = True,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> tuple[Neighbors, torch.Tensor]:
+    """The ``k`` nearest training images of each sample (N, C, H, W) in [0, 1], and the grid of rows
+    [sample, nearest, …] ((N·(k+1), C, H, W), flipped matches shown flipped). ``dataset`` yields images (C, H, W)
+    in [0, 1] (or (image, label) pairs), streamed in batches of ``batch_size``."""
+    from tqdm import tqdm
+
+    from ncsn_fast.data import first_item
+
+    check_int("batch_size", batch_size, 1)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=lambda items: torch.stack([first_item(it) for it in items]),
+    )
+    nb = nearest_neighbors(samples, tqdm(loader, desc="neighbors", disable=not progress), features, k, flips)
+    return nb, neighbor_grid(samples, lambda i: first_item(dataset[i]), nb)

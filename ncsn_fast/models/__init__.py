@@ -2,6 +2,7 @@ from ncsn_fast.models.refinenet import NCSN, NCSNDeeper, NCSNv2, NCSNv2Deeper, N
 from ncsn_fast.models.registry import (
     architecture_name,
     build_model,
+    check_architecture,
     get_model_class,
     register_model,
     registered_models,
@@ -16,6 +17,7 @@ __all__ = [
     "NCSNv2Deepest",
     "architecture_name",
     "build_model",
+    "check_architecture",
     "get_model_class",
     "register_model",
     "registered_models",

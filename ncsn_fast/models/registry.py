@@ -63,6 +63,36 @@ def required_divisor(name: str) -> int:
     return get_model_class(name).downsample_factor
 
 
+def check_architecture(cfg: Config) -> str:
+    """The architecture name, after checking the model values it cannot take; ConfigError naming the key."""
+    from ncsn_fast.config import ConfigError
+    from ncsn_fast.nn.layers import ACTIVATIONS
+
+    m, d = cfg.model, cfg.data
+    if m.normalization != "InstanceNorm++":
+        raise ConfigError(f"model.normalization: only 'InstanceNorm++' is implemented, got {m.normalization!r}")
+    if m.spec_norm:
+        raise ConfigError("model.spec_norm: spectral normalization is not implemented, got true")
+    if m.ngf < 2:
+        raise ConfigError(f"model.ngf: must be at least 2 (InstanceNorm++ needs 2 channels), got {m.ngf}")
+    if m.nonlinearity.lower() not in ACTIVATIONS:
+        raise ConfigError(
+            f"model.nonlinearity: unknown activation {m.nonlinearity!r}; choose one of {sorted(ACTIVATIONS)}"
+        )
+    try:
+        arch = architecture_name(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    div = required_divisor(arch)
+    if d.image_size % div != 0:
+        raise ConfigError(
+            f"data.image_size: {arch} downsamples by {div}, so the image size must be a multiple of {div}; "
+            f"got {d.image_size}"
+        )
+    return arch
+
+
 def build_model(cfg: Config) -> nn.Module:
-    """Build the model a config names (see :func:`architecture_name`)."""
-    return get_model_class(architecture_name(cfg))(cfg)
+    """Build the model a config names (see :func:`architecture_name`); ConfigError for values it cannot take
+    (normalization, spectral norm, ngf < 2, an unknown activation, an image size it cannot downsample)."""
+    return get_model_class(check_architecture(cfg))(cfg)

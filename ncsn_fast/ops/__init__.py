@@ -5,14 +5,11 @@ from ncsn_fast.ops import reference
 from ncsn_fast.ops._backend import BACKENDS, available
 from ncsn_fast.ops.instance_norm_pp_elu import instance_norm_pp_elu
 from ncsn_fast.ops.langevin_step import langevin_step_
-from ncsn_fast.ops.reference import instance_norm_pp, langevin_step
 
 __all__ = [
     "BACKENDS",
     "available",
     "reference",
-    "instance_norm_pp",
     "instance_norm_pp_elu",
-    "langevin_step",
     "langevin_step_",
 ]

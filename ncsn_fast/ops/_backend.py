@@ -13,6 +13,7 @@ A missing extension, or one built against another torch, is one warning line at 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib.util
 import os
@@ -20,9 +21,11 @@ import warnings
 
 import torch
 
-BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
+from ncsn_fast.vocab import OP_BACKENDS as BACKENDS
+
 ENV_VAR = "NCSN_FAST_BACKEND"
-_OVERRIDES: list[str] = []
+# The innermost use_backend() of the current thread / task (a ContextVar: threads and asyncio tasks each see their own)
+_OVERRIDE: contextvars.ContextVar[str | None] = contextvars.ContextVar("ncsn_fast_backend", default=None)
 
 
 def _validate(name: str, what: str) -> str:
@@ -34,17 +37,18 @@ def _validate(name: str, what: str) -> str:
 @contextlib.contextmanager
 def use_backend(name: str):
     """Within the block, ops called with ``backend="auto"`` use ``name``."""
-    _OVERRIDES.append(_validate(name, "backend"))
+    token = _OVERRIDE.set(_validate(name, "backend"))
     try:
         yield
     finally:
-        _OVERRIDES.pop()
+        _OVERRIDE.reset(token)
 
 
 def requested() -> str:
     """What ``auto`` means now: the innermost use_backend, else NCSN_FAST_BACKEND, else auto."""
-    if _OVERRIDES:
-        return _OVERRIDES[-1]
+    override = _OVERRIDE.get()
+    if override is not None:
+        return override
     return _validate(os.environ.get(ENV_VAR, "auto") or "auto", ENV_VAR)
 
 

@@ -1,6 +1,6 @@
 """InstanceNorm++ followed by ELU as one op: ``instance_norm_pp_elu(x, alpha, gamma, beta, eps, apply_elu)``.
 
-Semantics are those of :func:`ncsn_fast.ops.reference.instance_norm_pp` (the official formula, NCSNv2 Appendix
+Semantics are those of :func:`ncsn_fast.ops.reference.instance_norm_pp_elu` (the official formula, NCSNv2 Appendix
 B.1): per sample n and channel c, μ the spatial mean, σ² the biased spatial variance, m and v the mean and the
 unbiased variance over channels of μ,
 
@@ -79,7 +79,7 @@ def instance_norm_pp_elu(
         raise ValueError(f"eps: expected > 0, got {eps}")
     name = _backend.choose(OP, x.device, backend)
     if name == "reference":
-        return reference.instance_norm_pp(x, alpha, gamma, beta, eps, apply_elu=apply_elu)
+        return reference.instance_norm_pp_elu(x, alpha, gamma, beta, eps, apply_elu=apply_elu)
     if name == "triton":
         return torch.ops.ncsn_fast.instance_norm_pp_elu_triton(x, alpha, gamma, beta, eps, apply_elu)[0]
     return torch.ops.ncsn_fast.instance_norm_pp_elu(x, alpha, gamma, beta, eps, apply_elu)[0]

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 
-def instance_norm_pp(
+def instance_norm_pp_elu(
     x: torch.Tensor,
     alpha: torch.Tensor,
     gamma: torch.Tensor,
-    beta: torch.Tensor | None,
+    beta: torch.Tensor | None = None,
     eps: float = 1e-5,
-    apply_elu: bool = False,
+    apply_elu: bool = True,
 ) -> torch.Tensor:
     """InstanceNorm++ (NCSN paper, Eq. in Appendix; NCSNv2 Appendix B.1), optionally followed by ELU.
 
@@ -44,11 +44,6 @@ def instance_norm_pp(
     if apply_elu:
         out = F.elu(out)
     return out
-
-
-def langevin_step(x: torch.Tensor, score: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
-    """One Langevin update x + α·s + √(2α)·z (Algorithm 1 of NCSN), out of place."""
-    return x + step_size * score + noise * (2.0 * step_size) ** 0.5
 
 
 # ------------------------------------------------------------------------------------ Philox4x32-10 in PyTorch

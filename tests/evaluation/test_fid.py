@@ -10,17 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ncsn_fast.evaluation import fid as fidmod
-from ncsn_fast.evaluation.fid import (
-    FIDError,
-    GaussianStats,
-    InceptionFeatures,
-    frechet_distance,
-    inception_weights,
-    load_stats,
-    random_inception_state,
-    save_stats,
-)
+from ncsn_fast.evaluation import frechet as frechetmod
+from ncsn_fast.evaluation import inception as fidmod
+from ncsn_fast.evaluation.frechet import FIDError, frechet_distance
+from ncsn_fast.evaluation.inception import InceptionFeatures, inception_weights, random_inception_state
+from ncsn_fast.evaluation.stats import GaussianStats, load_stats, save_stats
 
 pytest.importorskip("pytorch_fid", reason="pytorch-fid is part of the test extra; install it with `.[test]`")
 
@@ -93,14 +87,14 @@ def test_singular_product_falls_back_to_eps_regularization(monkeypatch):
     d, eps = 6, 1e-4
     u = _rotation(d, rng)
     a, b = rng.uniform(0.5, 2, d), rng.uniform(0.5, 2, d)
-    real_sqrtm = fidmod._sqrtm
+    real_sqrtm = frechetmod._sqrtm
     calls = []
 
     def failing_once(m):
         calls.append(1)
         return np.full_like(m, np.nan) if len(calls) == 1 else real_sqrtm(m)
 
-    monkeypatch.setattr(fidmod, "_sqrtm", failing_once)
+    monkeypatch.setattr(frechetmod, "_sqrtm", failing_once)
     with pytest.warns(UserWarning, match="singular"):
         got = frechet_distance(np.zeros(d), u @ np.diag(a) @ u.T, np.zeros(d), u @ np.diag(b) @ u.T, eps=eps)
     # the regularized covariances still commute: Tr √((Σ1 + εI)(Σ2 + εI)) = Σ √((a + ε)(b + ε))
@@ -117,9 +111,9 @@ def test_not_positive_semidefinite_is_refused_with_the_imaginary_part():
     "args,needle",
     [
         ((np.zeros(3), np.eye(3), np.zeros(4), np.eye(4)), "mu2"),
-        ((np.zeros(3), np.eye(4), np.zeros(3), np.eye(3)), "sigma1"),
+        ((np.zeros(3), np.eye(4), np.zeros(3), np.eye(3)), "cov1"),
         ((np.zeros((3, 1)), np.eye(3), np.zeros(3), np.eye(3)), "mu1"),
-        ((np.zeros(3), np.eye(3), np.zeros(3), np.full((3, 3), np.nan)), "sigma2"),
+        ((np.zeros(3), np.eye(3), np.zeros(3), np.full((3, 3), np.nan)), "cov2"),
     ],
 )
 def test_bad_inputs_name_the_argument(args, needle):
@@ -137,13 +131,13 @@ def test_streamed_statistics_equal_numpy_mean_and_cov():
     for chunk in np.array_split(f, [1, 2, 50, 51, 200]):
         st.update(torch.from_numpy(chunk))
     np.testing.assert_allclose(st.mu, f.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(st.sigma, np.cov(f, rowvar=False), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(st.cov, np.cov(f, rowvar=False), rtol=1e-9, atol=1e-9)
     a, b = GaussianStats(16).update(torch.from_numpy(f[:100])), GaussianStats(16).update(torch.from_numpy(f[100:]))
-    np.testing.assert_allclose(a.merge(b).sigma, np.cov(f, rowvar=False), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.merge(b).cov, np.cov(f, rowvar=False), rtol=1e-9, atol=1e-9)
     with pytest.raises(FIDError, match="features"):
         st.update(torch.full((2, 16), float("nan")))
     with pytest.raises(FIDError, match="at least 2"):
-        GaussianStats(16).update(torch.ones(1, 16)).sigma  # noqa: B018
+        GaussianStats(16).update(torch.ones(1, 16)).cov  # noqa: B018
 
 
 def _reduce_worker(rank: int, world: int, port: int, out: str) -> None:
@@ -156,7 +150,7 @@ def _reduce_worker(rank: int, world: int, port: int, out: str) -> None:
     f = torch.from_numpy(np.random.default_rng(7).normal(size=(90, 8)) * 3 + 1)
     part = f[:25] if rank == 0 else f[25:]  # unequal shards
     st = GaussianStats(8).update(part).all_reduce()
-    torch.save({"mu": torch.from_numpy(st.mu), "sigma": torch.from_numpy(st.sigma), "n": st.n}, f"{out}.{rank}")
+    torch.save({"mu": torch.from_numpy(st.mu), "sigma": torch.from_numpy(st.cov), "n": st.n}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
@@ -299,4 +293,22 @@ def test_in_memory_pipeline_equals_pytorch_fids_png_pipeline(random_inception, t
     mu_ref, sigma_ref = calculate_activation_statistics(files, random_inception.net, batch_size=3, num_workers=0)
     st = fidmod.feature_stats(x.split(4), random_inception)
     np.testing.assert_allclose(st.mu, mu_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(st.sigma, sigma_ref, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(st.cov, sigma_ref, rtol=1e-4, atol=1e-7)
+
+
+def test_our_network_is_pytorch_fids_own_network(random_inception):
+    """fid_inception_network assembles pytorch-fid's modules without its download; the truth is pytorch-fid's own
+    InceptionV3 built here the only way it can be offline: its URL loader pointed at the same state dict."""
+    from unittest import mock
+
+    from pytorch_fid import inception as pfi
+
+    state = random_inception_state(0)
+    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: state):
+        theirs = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    ours = fidmod.fid_inception_network(state)
+    assert type(ours) is pfi.InceptionV3
+    assert [k for k, _ in ours.state_dict().items()] == [k for k, _ in theirs.state_dict().items()]
+    x = torch.rand(2, 3, 40, 52)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=0, atol=0)

@@ -28,7 +28,7 @@ def test_planted_copy_and_flipped_copy_in_pixel_space():
     assert (nb.distance[:, 1:] >= nb.distance[:, :-1]).all()
     # independent brute force over all 80 candidates
     cands = torch.cat([train, torch.flip(train, [-1])]).flatten(1).double()
-    brute = torch.cdist(samples.flatten(1).double(), cands).sort(1)
+    brute = torch.cdist(samples.flatten(1).double(), cands, compute_mode="donot_use_mm_for_euclid_dist").sort(1)
     torch.testing.assert_close(nb.distance, brute.values[:, :5])
     assert torch.equal(nb.index, brute.indices[:, :5] % 40) and torch.equal(nb.flipped, brute.indices[:, :5] >= 40)
     without = nearest_neighbors(samples, _batches(train, 16), pixel_features, k=1, flips=False)
@@ -45,7 +45,7 @@ def test_grid_shows_the_match_as_matched():
 
 def test_planted_copies_in_random_inception_feature_space():
     pytest.importorskip("pytorch_fid")
-    from ncsn_fast.evaluation.fid import InceptionFeatures, random_inception_state
+    from ncsn_fast.evaluation.inception import InceptionFeatures, random_inception_state
 
     net = InceptionFeatures(random_inception_state(0))
     train, samples = _planted(10, 16, 2)

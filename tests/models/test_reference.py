@@ -32,7 +32,9 @@ def test_architecture_selected_like_the_official_runner(case):
     assert type(nf.build_model(cfg)) is EXPECTED_CLASS[name]
 
 
-@pytest.mark.parametrize("backend", cpu_backends())
+@pytest.mark.parametrize(
+    "backend", [pytest.param(b, marks=pytest.mark.slow) if b == "triton" else b for b in cpu_backends()]
+)  # the Triton interpreter runs a whole network in minutes: the slow lane
 def test_forward_raw_and_ema_weights(case, backend):
     name, folder, cfg, v = case
     model = nf.build_model(cfg).eval()

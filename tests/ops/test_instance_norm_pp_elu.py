@@ -1,6 +1,6 @@
 """The fused InstanceNorm++ + ELU op on every backend present, against the plain-PyTorch reference.
 
-Truth is ncsn_fast.ops.reference.instance_norm_pp evaluated in float64 (itself checked against the official
+Truth is ncsn_fast.ops.reference.instance_norm_pp_elu evaluated in float64 (itself checked against the official
 model outputs in tests/models/test_reference.py). Triton runs in its interpreter on CPU tensors (small shapes).
 """
 
@@ -37,7 +37,7 @@ def make_inputs(shape, param_rows: int | None = None, dtype=torch.float32, with_
 
 def truth(x, alpha, gamma, beta, apply_elu):
     d = lambda t: None if t is None else t.double()  # noqa: E731
-    return reference.instance_norm_pp(d(x), d(alpha), d(gamma), d(beta), 1e-5, apply_elu=apply_elu)
+    return reference.instance_norm_pp_elu(d(x), d(alpha), d(gamma), d(beta), 1e-5, apply_elu=apply_elu)
 
 
 def layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -81,7 +81,7 @@ def test_no_beta_and_zero_variance_channels(backend):
     want = truth(x, a, g, None, True)
     assert torch.isfinite(out).all()
     # (x - μ)/√ε amplifies the last-bit rounding of μ ~300×, so the float32 reference is off too: compare with it.
-    ref32 = reference.instance_norm_pp(x, a, g, None, 1e-5, apply_elu=True)
+    ref32 = reference.instance_norm_pp_elu(x, a, g, None, 1e-5, apply_elu=True)
     assert (out.double() - want).abs().max() <= 1e-4
     assert rel_err(out, want) <= 2 * rel_err(ref32, want) + 1e-6
 
@@ -94,11 +94,11 @@ def test_backward_matches_reference(backend, shape, per_sample):
     dy = torch.randn(shape)
     for apply_elu in (True, False):
         ref_in = [t.double().requires_grad_() for t in (x, a, g, b)]
-        reference.instance_norm_pp(*ref_in, 1e-5, apply_elu=apply_elu).backward(dy.double())
+        reference.instance_norm_pp_elu(*ref_in, 1e-5, apply_elu=apply_elu).backward(dy.double())
         # The float32 reference's own error sets the bar where it is large: at H = W = 1, dx is a difference of
         # two terms ~1/√ε apart that cancel exactly in exact arithmetic.
         ref32 = [t.clone().requires_grad_() for t in (x, a, g, b)]
-        reference.instance_norm_pp(*ref32, 1e-5, apply_elu=apply_elu).backward(dy)
+        reference.instance_norm_pp_elu(*ref32, 1e-5, apply_elu=apply_elu).backward(dy)
         bars = [max(2e-5, 2 * rel_err(r32.grad, r.grad)) for r32, r in zip(ref32, ref_in, strict=True)]
         for name, xl in layouts(x).items():
             ins = [xl.clone().requires_grad_()] + [t.clone().requires_grad_() for t in (a, g, b)]
@@ -132,7 +132,7 @@ def test_low_precision_within_twice_the_reference_error(backend, dtype):
     xl = x.to(dtype)
     out = instance_norm_pp_elu(xl, a, g, b, backend=backend)
     assert out.dtype == dtype
-    ref_low = reference.instance_norm_pp(xl, a.to(dtype), g.to(dtype), b.to(dtype), 1e-5, apply_elu=True)
+    ref_low = reference.instance_norm_pp_elu(xl, a.to(dtype), g.to(dtype), b.to(dtype), 1e-5, apply_elu=True)
     assert rel_err(out, want) <= 2 * rel_err(ref_low, want) + 1e-4
 
 
@@ -237,7 +237,7 @@ def test_missing_extension_is_one_warning_then_the_reference():
         "    from ncsn_fast.ops import _backend, instance_norm_pp_elu, reference\n"
         "    x = torch.randn(2, 3, 4, 4); a = torch.rand(3); g = torch.rand(3)\n"
         "    assert _backend.choose('instance_norm_pp_elu', x.device) == 'reference'\n"
-        "    assert torch.equal(instance_norm_pp_elu(x, a, g), reference.instance_norm_pp(x, a, g, None, 1e-5, True))\n"
+        "    assert torch.equal(instance_norm_pp_elu(x, a, g), reference.instance_norm_pp_elu(x, a, g))\n"
         "mine = [str(m.message) for m in w if 'ncsn_fast._C' in str(m.message)]\n"
         "assert len(mine) == 1 and '\\n' not in mine[0], mine\n"
         "print('ok')\n"
@@ -263,7 +263,7 @@ def test_cuda_forward_backward_matches_reference(backend, shape):
     x, a, g, b = (t.cuda() for t in make_inputs(shape, shape[0] if shape[0] == 2 else None))
     dy = torch.randn(shape, device="cuda")
     ref_in = [t.double().requires_grad_() for t in (x, a, g, b)]
-    want = reference.instance_norm_pp(*ref_in, 1e-5, apply_elu=True)
+    want = reference.instance_norm_pp_elu(*ref_in, 1e-5, apply_elu=True)
     want.backward(dy.double())
     for name, xl in layouts(x).items():
         ins = [xl.clone().requires_grad_()] + [t.clone().requires_grad_() for t in (a, g, b)]
@@ -282,7 +282,7 @@ def test_cuda_low_precision_within_twice_the_reference_error(backend, dtype):
     x, a, g, b = (t.cuda() for t in make_inputs((4, 32, 16, 16)))
     want = truth(x, a, g, b, True)
     out = instance_norm_pp_elu(x.to(dtype), a, g, b, backend=backend)
-    ref_low = reference.instance_norm_pp(x.to(dtype), a.to(dtype), g.to(dtype), b.to(dtype), 1e-5, apply_elu=True)
+    ref_low = reference.instance_norm_pp_elu(x.to(dtype), a.to(dtype), g.to(dtype), b.to(dtype), 1e-5, apply_elu=True)
     assert out.dtype == dtype
     assert rel_err(out, want) <= 2 * rel_err(ref_low, want) + 1e-4
 

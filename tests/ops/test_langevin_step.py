@@ -173,6 +173,7 @@ def test_sampler_is_deterministic_and_resumable():
     assert torch.equal(resumed, full)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(FUSED) < 2, reason="needs two fused backends (cpu and triton)")
 def test_sampler_cpu_and_triton_give_the_same_samples():
     """End to end on a small model: the same seed through the CPU kernel and through Triton."""

@@ -47,6 +47,7 @@ def mixture_run():
     return gm, out
 
 
+@pytest.mark.slow
 def test_gaussian_mixture_modes(mixture_run):
     gm, out = mixture_run
     rep = gm.report(out)

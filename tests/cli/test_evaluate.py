@@ -13,13 +13,8 @@ import torch
 
 from ncsn_fast.cli import main
 from ncsn_fast.data import load_digits
-from ncsn_fast.evaluation.fid import (
-    GaussianStats,
-    InceptionFeatures,
-    frechet_distance,
-    load_stats,
-    random_inception_state,
-)
+from ncsn_fast.evaluation import GaussianStats, InceptionFeatures, frechet_distance, load_stats
+from ncsn_fast.evaluation.inception import random_inception_state
 
 pytest.importorskip("pytorch_fid", reason="pytorch-fid is part of the test extra; install it with `.[test]`")
 
@@ -74,6 +69,7 @@ def test_fid_stats_of_a_folder_and_an_array(tmp_path, capsys, net):
     np.testing.assert_allclose(mf, net(imgs).double().mean(0).numpy(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fid_reports_the_distance_of_its_samples_and_its_protocol(tmp_path, capsys, tiny_ckpts, digit_stats, net):
     out = tmp_path / "o1"
     args = [
@@ -105,7 +101,7 @@ def test_fid_reports_the_distance_of_its_samples_and_its_protocol(tmp_path, caps
     # independent recomputation: features of the saved samples against the statistics file
     st = GaussianStats(2048).update(net(samples))
     mu, sigma, _ = load_stats(digit_stats)
-    assert report["fid"] == pytest.approx(frechet_distance(st.mu, st.sigma, mu, sigma), rel=1e-5)
+    assert report["fid"] == pytest.approx(frechet_distance(st.mu, st.cov, mu, sigma), rel=1e-5)
     assert (out / "samples.png").stat().st_size > 0 and (out / "sample_stats.npz").exists()
 
     # torchrun, two processes: the same samples (sharded by batch) and the same FID
@@ -168,10 +164,6 @@ def test_fid_select_reports_both_modes_and_picks_the_best(tmp_path, capsys, tiny
         "--weights",
         "random",
         "--no-denoise",
-        "--steps",
-        "5",
-        "--step-lr",
-        "6.2e-06",
         "--method",
         "eigh",
         "--no-ema",
@@ -180,7 +172,25 @@ def test_fid_select_reports_both_modes_and_picks_the_best(tmp_path, capsys, tiny
         str(tmp_path / "one"),
     ]
     assert run(one, capsys)[0] == 0
-    assert json.loads((tmp_path / "one" / "fid.json").read_text())["fid"] == pytest.approx(rows[0]["fid"], rel=1e-9)
+    single = json.loads((tmp_path / "one" / "fid.json").read_text())
+    assert single["fid"] == pytest.approx(rows[0]["fid"], rel=1e-9)
+    # no fast_fid section: its ε is the config's own (sampling, same T), not CIFAR-10's 6.2e-6 (issue 14.7)
+    assert report["protocol"]["step_lr"] == single["protocol"]["step_lr"] == pytest.approx(1.61e-5)
+
+
+def test_fid_select_on_the_bundled_model_uses_technique_4_for_its_own_schedule(tmp_path, capsys, digit_stats):
+    """Issue input: fid-select on the digits model sampled with CIFAR-10's ε 6.2e-6; the right value is Technique 4
+    for the model's own schedule (σ 8.543 → 0.01, L = 49, T = 5), computed here from Eq. (6)."""
+    import ncsn_fast.techniques as T
+    from ncsn_fast.pretrained import pretrained_path
+
+    want = T.langevin_step_lr(T.geometric_ratio(8.543, 0.01, 49), 0.01, 5)
+    args = ["fid-select", "--ckpts", str(pretrained_path("digits")), "--stats", str(digit_stats), "--n", "2",
+            *OFFLINE, "--out", str(tmp_path / "sel")]  # fmt: skip
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    protocol = json.loads((tmp_path / "sel" / "select.json").read_text())["protocol"]
+    assert protocol["step_lr"] == pytest.approx(want, rel=0.01) and protocol["steps_each"] == 5
 
 
 def test_fid_with_another_t_takes_technique_4s_step_size(tmp_path, capsys, tiny_ckpts, digit_stats):
@@ -224,7 +234,12 @@ def test_neighbors_cli_finds_planted_digits(tmp_path, capsys):
     from PIL import Image
 
     with Image.open(out) as im:
-        assert im.size == (4 * 17 + 1, 3 * 17 + 1)  # 3 rows of sample + 3 neighbours, 1 px padding
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    f = 4  # 4 columns of 16 px are upscaled 4× to reach 256 px; padding 2 px × 4
+    assert rgb.shape[:2] == (3 * 16 * f + 4 * 2 * f, 4 * 16 * f + 5 * 2 * f)
+    left = 2 * f + 16 * f  # the gap between the sample column and its neighbours is red, the others are not
+    assert (rgb[:, left : left + 2 * f] == [255, 0, 0]).all()
+    assert not (rgb[:, left + 2 * f + 16 * f : left + 4 * f + 16 * f] == [255, 0, 0]).all()
 
 
 def test_neighbors_cli_draws_samples_when_none_are_given(tmp_path, capsys, tiny_ckpts):

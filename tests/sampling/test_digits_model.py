@@ -19,6 +19,7 @@ def classifier():
     return clf, acc
 
 
+@pytest.mark.slow
 def test_classifier_rejects_noise_and_accepts_real_digits(classifier):
     # the criterion has teeth: noise is not a confident digit, while real digits (a fresh resample) are
     assert score_digit_samples(torch.rand(200, 1, 16, 16), classifier=classifier).confident_fraction < 0.05

@@ -1,0 +1,180 @@
+"""What every sampler runs on: the network's precision, backend and CUDA graph, the noise stream, non-finite checks.
+
+- ``precision``: "fp32", or "bf16"/"fp16" (the network under autocast; the sampler state stays float32);
+- ``backend``: the ops backend of the whole run — the network's fused InstanceNorm++ and the fused noisy update
+  (``auto``, ``cpu``, ``cuda``, ``triton``, ``reference``; see :mod:`ncsn_fast.ops._backend`), or ``torch``: the
+  official computation, with the reference ops in the network and the update done in PyTorch with ``torch.randn``
+  noise drawn from ``generator`` (the official noise stream);
+- ``cuda_graphs``: the network captured once in a CUDA graph (labels/σ as tensor inputs, so one graph serves
+  every step) and replayed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ncsn_fast.ops._backend import use_backend
+from ncsn_fast.precision import check_precision
+from ncsn_fast.vocab import SAMPLER_BACKENDS
+
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A score network or function ``score(x, c)``: c is a label tensor (N,) long, or a σ tensor (N,) float."""
+
+BACKENDS = SAMPLER_BACKENDS
+
+
+def check_backend(name: str, value: str) -> str:
+    if value not in BACKENDS:
+        raise ValueError(f"{name}: unknown backend {value!r}; choose one of {', '.join(BACKENDS)}")
+    return value
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normals of x's shape from ``generator`` (drawn on the generator's device, moved to x's)."""
+    if generator is None or generator.device == x.device:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+
+
+def draw_seed(generator: torch.Generator | None) -> int:
+    """A Philox seed in [0, 2^62) drawn from ``generator`` (the global RNG when None)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
+
+
+def _with_precision(score: Score, precision: str, device: torch.device) -> Score:
+    """The network under autocast in bf16/fp16; the sampler state and the update stay float32."""
+    dtype = check_precision("precision", precision)
+    if dtype is None:
+        return score
+
+    def autocast_score(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype):
+            return score(x, y)
+
+    return autocast_score
+
+
+def _with_backend(score: Score, backend: str) -> Score:
+    """The network's ops on the run's backend (``torch``: the reference ops, the official computation)."""
+    op_backend = "reference" if backend == "torch" else backend
+    if op_backend == "auto":
+        return score
+
+    def backend_score(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with use_backend(op_backend):
+            return score(x, y)
+
+    return backend_score
+
+
+class _GraphedScore:
+    """The network of one step captured once in a CUDA graph and replayed (no per-kernel launch cost).
+
+    Inputs are copied into static buffers (labels or σ included: they index σ or the embeddings on the device, so
+    one graph serves every level); the output buffer is overwritten by the next replay, which is safe because the
+    samplers consume it at once. Only built for CUDA tensors (torch.cuda.CUDAGraph).
+    """
+
+    def __init__(self, score: Score, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x.clone(), y.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph (allocator, cuDNN/cuBLAS handles, Triton JIT)
+            for _ in range(2):
+                score(self.x, self.y)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = score(self.x, self.y)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
+        return self.out
+
+
+def _with_graphs(score: Score, device: torch.device) -> Score:
+    if device.type != "cuda":
+        raise ValueError(f"cuda_graphs: needs CUDA tensors, the samples are on {device}")
+    state: dict[str, Any] = {}
+
+    def graphed(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if "fn" not in state or state["shape"] != (x.shape, y.shape, y.dtype):
+            try:
+                state["fn"] = _GraphedScore(score, x, y)
+            except Exception as e:  # capture is not possible for every network / torch build: run eagerly
+                warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); sampling eagerly", stacklevel=2)
+                state["fn"] = score
+            state["shape"] = (x.shape, y.shape, y.dtype)
+        return state["fn"](x, y)
+
+    return graphed
+
+
+def network(
+    score: Score, device: torch.device, precision: str = "fp32", backend: str = "auto", cuda_graphs: bool = False
+) -> Score:
+    """``score`` wrapped for a run: backend, then precision, then (outermost) the CUDA graph."""
+    check_backend("backend", backend)
+    wrapped = _with_precision(_with_backend(score, backend), precision, device)
+    return _with_graphs(wrapped, device) if cuda_graphs else wrapped
+
+
+def check_finite(x: torch.Tensor, sampler: str, step: int, sigma: float) -> None:
+    """A diverging chain stops here, naming the step, instead of returning a grid of NaNs."""
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"{sampler} sampler diverged: non-finite values at step {step} (σ = {sigma:.4g})")
+
+
+class _SharedBar:
+    """An outer progress bar lent to an inner loop: updates go to it, closing is the owner's business."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, progress: Any) -> Any:
+    """A tqdm bar counting network evaluations; ``progress`` is a bool, or a bar of an outer loop to update."""
+    if hasattr(progress, "update"):
+        return _SharedBar(progress)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+
+
+def model_of(score: Any) -> Any:
+    """The ncsn-fast model behind a score callable (the model itself or its bound ``score`` method), else None."""
+    owner = getattr(score, "__self__", score)
+    return owner if hasattr(owner, "downsample_factor") and hasattr(owner, "config") else None
+
+
+def check_x0(x0: Any, score: Any, name: str = "x0") -> torch.Tensor:
+    """A floating-point batch (N, ...); for an ncsn-fast model, images (N, C, H, W) of its channel count and a size
+    its downsampling divides. Errors name ``name`` and the shape."""
+    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {getattr(x0, 'dtype', type(x0).__name__)}")
+    if x0.dim() < 2 or x0.shape[0] < 1:
+        raise ValueError(f"{name}: expected a non-empty batch (N, ...), got shape {tuple(x0.shape)}")
+    model = model_of(score)
+    if model is not None:
+        c, div = model.config.data.channels, model.downsample_factor
+        if x0.dim() != 4 or x0.shape[1] != c:
+            raise ValueError(f"{name}: the model takes images (N, {c}, H, W), got shape {tuple(x0.shape)}")
+        if x0.shape[2] % div or x0.shape[3] % div:
+            raise ValueError(
+                f"{name}: the model downsamples by {div}, so H and W must be multiples of {div}; got shape "
+                f"{tuple(x0.shape)}"
+            )
+    return x0

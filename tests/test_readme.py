@@ -1,0 +1,57 @@
+"""Every `ncsn-fast sample` line of the README that runs on the bundled model gives digits, judged by the tests'
+classifier (issue: README examples that produced noise). The lines are read from README.md itself."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+NEEDS_FILES = ("--ckpt", "--inpaint", "cuda", "--data ", "--config cifar", "--config celeba")
+
+
+def readme_sample_lines() -> list[str]:
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("ncsn-fast sample") and not any(k in line for k in NEEDS_FILES):
+                lines.append(line)
+    return lines
+
+
+def test_the_readme_shows_bundled_model_sample_lines():
+    lines = readme_sample_lines()
+    assert any(line == "ncsn-fast sample --steps 5" for line in lines) and len(lines) >= 4, lines
+
+
+@pytest.fixture(scope="module")
+def judge():
+    from ncsn_fast.evaluation.digits import digits_classifier
+
+    return digits_classifier(16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("line", readme_sample_lines())
+def test_every_readme_sample_line_gives_digits(line, judge, tmp_path, capsys):
+    from ncsn_fast.cli import main
+    from ncsn_fast.evaluation.digits import score_digit_samples
+
+    args = shlex.split(line)[1:]
+    if "--n" not in args:
+        args += ["--n", "60"]
+    assert main([*args, "--quiet", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning" not in err, err  # a README line must not warn about its own schedule or range
+    samples = torch.load(tmp_path / "out" / "samples.pt", weights_only=True)
+    if "--interpolate" in args:  # the endpoints of each row are plain samples; the middle ones are blends
+        k = int(args[args.index("--interpolate") + 1]) + 2
+        samples = samples.view(-1, k, *samples.shape[1:])[:, [0, -1]].flatten(0, 1)
+    report = score_digit_samples(samples, classifier=judge)
+    print(f"\n{line}: {report.confident_fraction:.2f} confident, smallest class {report.min_class_share:.2f}")
+    assert report.confident_fraction >= 0.6, (line, report)

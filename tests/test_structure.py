@@ -1,0 +1,122 @@
+"""The layout rules of ../shared/ARCHITECTURE.md, checked on the source: the command line is the only face, imports
+run one way (no cycles), product files stay small, and ``--help`` loads neither torch nor Triton."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ncsn_fast"
+MAX_LINES = 450
+# `python -m ncsn_fast.train` is kept as a thin alias of `python -m ncsn_fast.cli train` (README): its
+# `if __name__ == "__main__":` block is the one place outside ncsn_fast/cli that reaches the command line.
+ALIAS = {"ncsn_fast.train"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    MODULES.update(out)
+    return out
+
+
+MODULES: set[str] = set()
+
+
+def _imports(path: Path, top_level_only: bool) -> list[tuple[str, ast.AST]]:
+    """(imported module, node) pairs; top_level_only: what runs at import time (not inside functions, not under
+    TYPE_CHECKING, not in the __main__ block)."""
+    tree = ast.parse(path.read_text())
+    found: list[tuple[str, ast.AST]] = []
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                if not top_level_only:
+                    visit(child, False)
+                continue
+            if isinstance(child, ast.If) and top_level_only:
+                test = ast.unparse(child.test)
+                if "TYPE_CHECKING" in test or "__name__" in test:
+                    continue
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child) for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module:
+                # `from pkg import submodule` depends on the submodule; `from module import name` on the module
+                subs = [f"{child.module}.{a.name}" for a in child.names]
+                known = [m for m in subs if m in MODULES]
+                found.extend((m, child) for m in known)
+                if len(known) < len(subs):
+                    found.append((child.module, child))
+            visit(child, top)
+
+    visit(tree, True)
+    return found
+
+
+def test_only_the_command_line_imports_argparse_or_the_cli():
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith("ncsn_fast.cli"):
+            continue
+        for module, node in _imports(path, top_level_only=False):
+            if module.split(".")[0] in ("argparse", "unittest") or module.startswith("ncsn_fast.cli"):
+                in_main_guard = name in ALIAS and module.startswith("ncsn_fast.cli")
+                if not in_main_guard:
+                    offenders.append(f"{name}:{node.lineno} imports {module}")
+    assert not offenders, offenders
+
+
+def test_no_import_cycles_among_product_modules():
+    modules = _modules()
+    graph = {
+        name: {m for m, _ in _imports(path, top_level_only=True) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    state: dict[str, int] = {}
+    cycles = []
+
+    def dfs(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt])
+            elif nxt not in state:
+                dfs(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            dfs(name, [name])
+    assert not cycles, cycles
+
+
+def test_every_product_file_is_small():
+    long = {n: len(p.read_text().splitlines()) for n, p in _modules().items()}
+    assert not {n: k for n, k in long.items() if k > MAX_LINES}
+
+
+def test_help_imports_neither_torch_nor_triton():
+    code = (
+        "import sys\n"
+        "from ncsn_fast.cli import main\n"
+        "for args in (['--help'], ['sample', '--help'], ['train', '--help'], ['fid', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('LOADED', sorted(m for m in ('torch', 'triton', 'torchvision', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_the_shadowing_function_is_gone():
+    import ncsn_fast.ops.langevin_step as m
+
+    assert type(m).__name__ == "module" and hasattr(m, "langevin_step_")
