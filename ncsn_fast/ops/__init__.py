@@ -6,6 +6,7 @@ from ncsn_fast.ops._backend import BACKENDS, available
 from ncsn_fast.ops.instance_norm_pp_elu import instance_norm_pp_elu
 from ncsn_fast.ops.langevin_step import langevin_step_
 from ncsn_fast.ops.reference import instance_norm_pp, langevin_step
+from ncsn_fast.ops.sde_step import sde_step_
 
 __all__ = [
     "BACKENDS",
@@ -15,4 +16,5 @@ __all__ = [
     "instance_norm_pp_elu",
     "langevin_step",
     "langevin_step_",
+    "sde_step_",
 ]
