@@ -1,13 +1,18 @@
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011), one definition for the
-// CPU and CUDA kernels; Triton's tl.random.philox computes the same function (ncsn_fast/ops/triton/langevin_step.py).
+// CPU and CUDA kernels; Triton's tl.random.philox computes the same function (ncsn_fast/ops/triton/sde_step.py).
 //
 // Counter layout of ncsn_fast (shared by every backend, so one (seed, offset) gives the same noise everywhere):
 //   key     = (seed & 0xffffffff, seed >> 32)                       seed in [0, 2^63)
 //   counter = (g & 0xffffffff, g >> 32, offset & 0xffffffff, offset >> 32)
 // where g = i / 4 is the group of element i (flat index in x's logical NCHW order) and offset numbers the draw
 // (the sampler uses its global step index). The four outputs of one call serve elements 4g .. 4g + 3:
-// uniforms u_k = ((out_k >> 8) + 0.5) * 2^-24, exactly representable floats in (0, 1); Box-Muller on the pairs
-// (u_0, u_1) and (u_2, u_3):  r = sqrt(-2 ln u_a), z_a = r cos(2 pi u_b), z_b = r sin(2 pi u_b).
+// uniforms u_k = ((out_k >> 8) + 0.5) * 2^-24 computed in float; Box-Muller on the pairs (u_0, u_1) and
+// (u_2, u_3):  r = sqrt(-2 ln u_a), z_a = r cos(2 pi u_b), z_b = r sin(2 pi u_b).
+// The float uniform is exact for out_k >> 8 < 2^23; above, (out_k >> 8) + 0.5 needs 25 bits and rounds to even, so
+// u > 1/2 moves by 2^-25 and can reach 1 (ln 1 = 0: z = 0, never NaN). The PyTorch definition
+// (ncsn_fast/ops/reference.py: philox_normal) forms the uniforms the same way in float32, so it agrees with the
+// kernels within 2e-6 everywhere (the polynomial ln/sin/cos against libm).
+// Users: ncsn_fast::langevin_step_ and ncsn_fast::sde_step_ (csrc/sde_step.h), one kernel per device.
 // ln, cos and sin are the polynomial forms below (plain float arithmetic, identical on CPU and GPU, vectorizable);
 // Triton uses its own (libdevice) versions, within 1e-6 of these.
 #pragma once
@@ -70,7 +75,7 @@ NCSN_HD U4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uin
   return U4{{c0, c1, c2, c3}};
 }
 
-// ((x >> 8) + 0.5) / 2^24: 2^24 equally spaced values in (0, 1), never 0 (safe for ln), exact in float.
+// ((x >> 8) + 0.5) / 2^24 in float: never 0 (safe for ln); exact below 1/2, rounded to even above (see the top).
 NCSN_HD float to_uniform(uint32_t x) { return (static_cast<float>(x >> 8) + 0.5f) * 5.9604644775390625e-8f; }
 
 // ln(u) for u in (0, 1]: u = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s), s = (m - 1)/(m + 1),

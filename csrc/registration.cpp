@@ -30,4 +30,11 @@ TORCH_LIBRARY(ncsn_fast, m) {
   // Philox4x32-10 keyed by seed at counter (element group, offset) (csrc/philox.h); x float32, score float32 or
   // bf16/fp16; stats, when given, receives per sample (sum score^2, sum z^2, sum x^2 after the update).
   m.def("langevin_step_(Tensor(a!) x, Tensor score, float step_size, int seed, int offset, Tensor(b!)? stats) -> ()");
+  // The general stochastic update in place, x <- c x + a drift + b z, z drawn exactly as langevin_step_ draws it
+  // (langevin_step_ is the case (c, a, b) = (1, step_size, sqrt(2 step_size)); both share one kernel per device).
+  // x float32, drift float32 or bf16/fp16, c, a, b finite; stats, when given, receives per sample (sum drift^2,
+  // sum z^2, sum x^2 after the update); sum z^2 reports the drawn z also when b = 0.
+  m.def(
+      "sde_step_(Tensor(a!) x, Tensor drift, float c, float a, float b, int seed, int offset, Tensor(b!)? stats)"
+      " -> ()");
 }

@@ -70,18 +70,43 @@ def philox4x32_10(counter: Sequence[torch.Tensor], key: tuple[int, int]) -> list
 
 
 def philox_normal(seed: int, offset: int, numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The standard normals of ncsn_fast's Langevin noise for elements 0 .. numel-1 (layout in csrc/philox.h):
-    element i takes output i % 4 of Philox at counter (i // 4, offset), key seed; uniforms ((r >> 8) + ½)·2⁻²⁴;
-    Box–Muller on output pairs (0, 1) and (2, 3). Computed in float64 from the exact uniforms, returned float32."""
+    """The standard normals of sde_step_ and langevin_step_ for elements 0 .. numel-1 (layout in csrc/philox.h):
+    element i takes output i % 4 of Philox at counter (i // 4, offset), key seed; uniforms ((r >> 8) + ½)·2⁻²⁴
+    formed in float32 as the kernels form them (above ½ the sum rounds to even; csrc/philox.h); Box–Muller on
+    output pairs (0, 1) and (2, 3) in float64, returned float32. The kernels' polynomial ln/sin/cos agree with this
+    within 2e-6."""
     groups = (numel + 3) // 4
     g = torch.arange(groups, dtype=torch.int64, device=device)
     r = philox4x32_10((g, g >> 32, torch.full_like(g, offset), torch.full_like(g, offset >> 32)), (seed, seed >> 32))
-    u = [((v >> 8).double() + 0.5) * 2.0**-24 for v in r]
+    u = [(((v >> 8).float() + 0.5) * 2.0**-24).double() for v in r]  # float32 rounding, as the kernels
     z = []
     for a, b in ((u[0], u[1]), (u[2], u[3])):
         rad = torch.sqrt(-2.0 * torch.log(a))
         z += [rad * torch.cos(2 * math.pi * b), rad * torch.sin(2 * math.pi * b)]
     return torch.stack(z, dim=1).reshape(-1)[:numel].float()
+
+
+def sde_step_(
+    x: torch.Tensor,
+    drift: torch.Tensor,
+    c: float,
+    a: float,
+    b: float,
+    seed: int,
+    offset: int,
+    stats: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """In-place stochastic update x ← c·x + a·d + b·z with the Philox noise z of :func:`philox_normal` (drawn, and
+    counted in the stats, also when b = 0); per-sample Σd², Σz², Σx² (after the update) into ``stats`` (N, 3) when
+    given. The definition the fused kernels are tested against; float32 arithmetic, c·x + (a·d + b·z)."""
+    z = philox_normal(seed, offset, x.numel(), x.device).view(x.shape)
+    d = drift.float()
+    # In place and in this order so that c = 1 reproduces the former Langevin definition bit for bit.
+    x.mul_(c).add_(a * d + b * z)
+    if stats is not None:
+        flat = lambda t: t.reshape(t.shape[0], -1).double()  # noqa: E731
+        stats.copy_(torch.stack([flat(d).square().sum(1), flat(z).square().sum(1), flat(x).square().sum(1)], 1))
+    return x
 
 
 def langevin_step_(
@@ -92,12 +117,6 @@ def langevin_step_(
     offset: int,
     stats: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """In-place Langevin update with the Philox noise of :func:`philox_normal`; per-sample Σs², Σz², Σx² (after the
-    update) into ``stats`` (N, 3) when given. The definition the fused kernels are tested against."""
-    z = philox_normal(seed, offset, x.numel(), x.device).view(x.shape)
-    s = score.float()
-    x.add_(step_size * s + math.sqrt(2.0 * step_size) * z)
-    if stats is not None:
-        flat = lambda t: t.reshape(t.shape[0], -1).double()  # noqa: E731
-        stats.copy_(torch.stack([flat(s).square().sum(1), flat(z).square().sum(1), flat(x).square().sum(1)], 1))
-    return x
+    """In-place Langevin update with the Philox noise of :func:`philox_normal`: :func:`sde_step_` with
+    (c, a, b) = (1, α, √(2α)); per-sample Σs², Σz², Σx² (after the update) into ``stats`` (N, 3) when given."""
+    return sde_step_(x, score, 1.0, step_size, math.sqrt(2.0 * step_size), seed, offset, stats)

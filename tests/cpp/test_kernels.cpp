@@ -169,11 +169,40 @@ void test_langevin_noise() {
   check(worst <= 2e-6, "langevin_step_ noise vs libm Box-Muller (max abs)", worst, 2e-6);
 }
 
+// sde_step_ runs langevin_step_'s kernel: (c, a, b) = (1, alpha, sqrt(2 alpha)) gives the same x bit for bit;
+// (0, 0, 1) leaves x = z exactly (0 x + 0 d + z), the z that langevin_step_ with step 1/2 adds; b = 0 adds no
+// noise. 37 elements per sample: samples split Philox groups.
+void test_sde_step() {
+  const int64_t n = 3, d = 37;
+  const at::Tensor x = at::randn({n, d}), s = at::randn({n, d});
+  using Lang = void(const at::Tensor&, const at::Tensor&, double, int64_t, int64_t, const std::optional<at::Tensor>&);
+  using Sde = void(const at::Tensor&, const at::Tensor&, double, double, double, int64_t, int64_t,
+                   const std::optional<at::Tensor>&);
+  const auto lang = c10::Dispatcher::singleton().findSchemaOrThrow("ncsn_fast::langevin_step_", "").typed<Lang>();
+  const auto sde = c10::Dispatcher::singleton().findSchemaOrThrow("ncsn_fast::sde_step_", "").typed<Sde>();
+  const double alpha = 0.0137;
+  at::Tensor by_lang = x.clone(), by_sde = x.clone();
+  lang.call(by_lang, s, alpha, 987654321, 42, std::nullopt);
+  sde.call(by_sde, s, 1.0, alpha, std::sqrt(2 * alpha), 987654321, 42, std::nullopt);
+  const int64_t differ = by_lang.ne(by_sde).sum().item<int64_t>();
+  check(differ == 0, "sde_step_ (1, a, sqrt(2a)) vs langevin_step_: differing", differ, 0);
+  at::Tensor z = x.clone(), half = x.clone();
+  sde.call(z, s, 0.0, 0.0, 1.0, 987654321, 42, std::nullopt);
+  lang.call(half, s, 0.5, 987654321, 42, std::nullopt);
+  const double worst = (half - x - 0.5 * s - z).abs().max().item<double>();
+  check(worst <= 2e-6, "sde_step_(0, 0, 1) = z of langevin_step_ (max abs, rounding)", worst, 2e-6);
+  at::Tensor drift_only = x.clone();
+  sde.call(drift_only, s, 0.7, -0.4, 0.0, 987654321, 42, std::nullopt);
+  const double off = (drift_only - (0.7 * x - 0.4 * s)).abs().max().item<double>();
+  check(off <= 1e-6, "sde_step_(0.7, -0.4, 0) = 0.7 x - 0.4 s (max abs)", off, 1e-6);
+}
+
 }  // namespace
 
 int main() {
   test_philox_known_answers();
   test_langevin_noise();
+  test_sde_step();
   at::manual_seed(1234);
   for (bool cl : {false, true})
     for (bool elu : {true, false}) {

@@ -150,6 +150,48 @@ def test_kernel_checks_its_own_inputs():
         torch.ops.ncsn_fast.langevin_step_(torch.randn(2, 3), torch.randn(2, 3), -1.0, 0, 0, None)
 
 
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_opcheck():
+    """Schema (SchemaCheckMode: only x and stats, the Tensor(a!)/(b!) arguments, are written), fake kernel,
+    autograd registration and AOT dispatch of the compiled op."""
+    x, s = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5)
+    for args in [
+        (x.clone(), s, 0.37, 7, 11, torch.empty(2, 3)),
+        (x.clone(), s.to(torch.bfloat16), 0.0, 2**40, 3, None),
+    ]:
+        torch.library.opcheck(torch.ops.ncsn_fast.langevin_step_.default, args)
+
+
+@pytest.mark.skipif("triton" not in FUSED, reason="triton is not installed")
+def test_opcheck_triton():
+    # Fake-tensor and AOT checks need a GPU: under TRITON_INTERPRET=1 the interpreter runs even on fake tensors.
+    x, s = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5)
+    torch.library.opcheck(
+        torch.ops.ncsn_fast.langevin_step_triton_.default,
+        (x, s, 0.37, 7, 11, torch.empty(2, 3)),
+        test_utils=("test_schema", "test_autograd_registration"),
+    )
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_compile_fullgraph_matches_eager():
+    """torch.compile(fullgraph=True) of two Langevin steps between tensor ops: the fake kernel traces, the graph
+    keeps the in-place order, and the result is eager's (the same kernel on the same input)."""
+
+    def two_steps(x, s, stats):
+        y = x * 2
+        langevin_step_(y, s, 0.37, 7, 11, stats)
+        langevin_step_(y, -y, 0.01, 7, 12)
+        return y + 1
+
+    x, s = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
+    eager_stats, compiled_stats = torch.empty(2, 3), torch.empty(2, 3)
+    eager = two_steps(x, s, eager_stats)
+    compiled = torch.compile(two_steps, fullgraph=True)(x, s, compiled_stats)
+    assert torch.equal(compiled, eager)
+    assert torch.equal(compiled_stats, eager_stats)
+
+
 # ------------------------------------------------------------------------------------------- the sampler
 def _tiny_model():
     import ncsn_fast as nf
