@@ -4,27 +4,38 @@ and the ALD applications (interpolation, inpainting).
 - :mod:`~ncsn_fast.sampling.schedules` — geometric (Technique 2), Karras ρ, thinned schedules;
 - :mod:`~ncsn_fast.sampling.runtime` — precision, backend, CUDA graphs, noise, non-finite checks;
 - :mod:`~ncsn_fast.sampling.langevin` — :func:`annealed_langevin` (the official sampler, fused update);
-- :mod:`~ncsn_fast.sampling.samplers` — ``ald``, ``cas``, ``pc``, ``heun`` and their registry;
+- :mod:`~ncsn_fast.sampling.samplers` — ``ald``, ``cas``, ``pc``, ``heun``, ``euler``; :mod:`~.dpm` —
+  ``dpmpp_2m``, ``dpmpp_2m_sde``; :mod:`~.adaptive` — Gotta Go Fast; :mod:`~.registry` — by name;
+- :mod:`~ncsn_fast.sampling.denoiser` — :class:`Denoiser`, D(x, σ) = x + σ²·s(x, σ) for k-diffusion;
 - :mod:`~ncsn_fast.sampling.applications` — :func:`interpolate`, :func:`inpaint`;
 - :mod:`~ncsn_fast.sampling.generate` — :class:`SamplingPlan` and :func:`sample_batches` (the CLI, FID).
 """
 
+from ncsn_fast.sampling.adaptive import adaptive
 from ncsn_fast.sampling.applications import inpaint, interpolate, interpolation_weights
+from ncsn_fast.sampling.denoiser import Denoiser
+from ncsn_fast.sampling.dpm import dpmpp_2m, dpmpp_2m_sde
 from ncsn_fast.sampling.generate import SamplingPlan, sample_batches
 from ncsn_fast.sampling.initial import init_samples, prior_samples
 from ncsn_fast.sampling.langevin import annealed_langevin, tweedie_denoise
+from ncsn_fast.sampling.registry import SAMPLERS, get_sampler, minimum_nfe, recommended
 from ncsn_fast.sampling.runtime import BACKENDS, Score
-from ncsn_fast.sampling.samplers import SAMPLERS, ald, cas, get_sampler, heun, pc
+from ncsn_fast.sampling.samplers import ald, cas, euler, heun, pc
 from ncsn_fast.sampling.schedules import geometric_sigmas, karras_sigmas, thin_schedule, warn_if_too_coarse
 
 __all__ = [
     "BACKENDS",
+    "Denoiser",
     "SAMPLERS",
     "SamplingPlan",
     "Score",
+    "adaptive",
     "ald",
     "annealed_langevin",
     "cas",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "euler",
     "geometric_sigmas",
     "get_sampler",
     "heun",
@@ -33,8 +44,10 @@ __all__ = [
     "interpolate",
     "interpolation_weights",
     "karras_sigmas",
+    "minimum_nfe",
     "pc",
     "prior_samples",
+    "recommended",
     "sample_batches",
     "thin_schedule",
     "tweedie_denoise",

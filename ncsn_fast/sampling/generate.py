@@ -22,7 +22,7 @@ from ncsn_fast.precision import check_precision
 from ncsn_fast.sampling import runtime
 from ncsn_fast.sampling.initial import init_samples, prior_samples
 from ncsn_fast.sampling.langevin import annealed_langevin, tweedie_denoise
-from ncsn_fast.sampling.samplers import get_sampler, minimum_nfe
+from ncsn_fast.sampling.registry import get_sampler, minimum_nfe
 from ncsn_fast.sampling.schedules import thin_schedule
 from ncsn_fast.seeding import derive_seed
 from ncsn_fast.validation import check_int, check_positive

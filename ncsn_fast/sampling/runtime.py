@@ -178,3 +178,57 @@ def check_x0(x0: Any, score: Any, name: str = "x0") -> torch.Tensor:
                 f"{tuple(x0.shape)}"
             )
     return x0
+
+
+class NoiseStream:
+    """The noise of every stochastic step of a run: x ← c·x + a·d + b·z in place.
+
+    Fused backends call :func:`ncsn_fast.ops.sde_step_` with Philox keyed by ``seed`` at offset = the number of
+    noisy steps taken so far, so a run is deterministic per seed and identical on the CPU, CUDA and Triton backends
+    (the noise never exists as a tensor). ``backend="torch"`` — and states that are not float32 (float64 chains of
+    analytic tests) — draw z with ``torch.randn`` from ``generator`` instead. ``stats`` receives per-sample Σd²,
+    Σz², Σx² of the last fused step (a cheap non-finite check on the CPU).
+    """
+
+    def __init__(self, seed: int | None, backend: str = "auto", generator: torch.Generator | None = None) -> None:
+        check_backend("backend", backend)
+        self.seed = draw_seed(generator) if seed is None else seed
+        self.backend, self.generator = backend, generator
+        self.offset = 0
+        self.stats: torch.Tensor | None = None
+        self._zeros: torch.Tensor | None = None
+
+    def fused(self, x: torch.Tensor) -> bool:
+        return self.backend != "torch" and x.dtype == torch.float32
+
+    def step_(self, x: torch.Tensor, drift: torch.Tensor | None, c: float, a: float, b: float) -> torch.Tensor:
+        """x ← c·x + a·drift + b·z, z ~ N(0, I), in place on a contiguous x; drift None means a = 0."""
+        if not self.fused(x):
+            z = randn_like(x, self.generator)
+            x.mul_(c).add_(z, alpha=b)
+            if drift is not None and a != 0:
+                x.add_(drift.to(x.dtype), alpha=a)
+        else:
+            from ncsn_fast.ops.sde_step import sde_step_
+
+            if drift is None:
+                if self._zeros is None or self._zeros.shape != x.shape or self._zeros.device != x.device:
+                    self._zeros = torch.zeros_like(x)
+                drift, a = self._zeros, 0.0
+            if self.stats is None or self.stats.shape[0] != x.shape[0] or self.stats.device != x.device:
+                self.stats = torch.zeros(x.shape[0], 3, device=x.device)
+            sde_step_(x, drift, c, a, b, self.seed, self.offset, self.stats, backend=self.backend)
+        self.offset += 1
+        return x
+
+    def finite(self, x: torch.Tensor) -> bool:
+        """Whether the last step left x finite (from the fused op's sums on the CPU; a check of x otherwise)."""
+        if self.fused(x) and self.stats is not None and x.device.type == "cpu":
+            return bool(torch.isfinite(self.stats).all())
+        return bool(torch.isfinite(x).all())
+
+
+def state(x0: torch.Tensor, noise: NoiseStream) -> torch.Tensor:
+    """The sampler state: a fresh contiguous copy of x0 (float32 for the fused op; float64 stays float64)."""
+    dtype = torch.float32 if noise.backend != "torch" and x0.dtype != torch.float64 else x0.dtype
+    return x0.to(dtype, memory_format=torch.contiguous_format, copy=True)
