@@ -72,6 +72,16 @@ def test_the_pipeline_reproduces_the_command_line_bitwise(pipe, tmp_path, capsys
     assert (torch.from_numpy(np.array(pil[0])).int() - expected.int()).abs().max() <= 1
 
 
+@pytest.mark.slow
+def test_the_full_schedule_is_the_command_lines_default_run(pipe, tmp_path, capsys):
+    """The defaults on both sides (L = 49, T = 5, the config's ε, denoising): 246 evaluations, ~12 s a side."""
+    seed = int(torch.randint(0, 2**31, (1,)))
+    args = ["sample", "--backend", "torch", "--seed", str(seed), "--n", "2", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    images = pipe(batch_size=2, generator=cli_generator(seed), output_type="pt").images
+    assert torch.equal(images, torch.load(tmp_path / "samples.pt", weights_only=True))
+
+
 @pytest.mark.parametrize("every", [1, 2, 3, 4, 6, 8, 12, 16, 24, 48])
 def test_the_schedule_is_the_command_lines(pipe, every):
     """num_inference_steps = 48/K + 1 gives the labels and ε of `--every K` (and of the full plan for K = 1)."""
