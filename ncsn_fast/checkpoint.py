@@ -75,7 +75,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, Any]:
         cfg_path = p / PRETRAINED_CONFIG
         if not cfg_path.is_file():
             raise CheckpointError(
-                f"checkpoint: the folder {str(p)!r} has {SAFETENSORS_WEIGHTS} but no {PRETRAINED_CONFIG}"
+                f"checkpoint: the folder {str(p)!r} has {SAFETENSORS_WEIGHTS} but no {PRETRAINED_CONFIG} (name the "
+                f"{SAFETENSORS_WEIGHTS} file itself, with its config)"
             )
         import yaml
 

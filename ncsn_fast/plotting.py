@@ -21,6 +21,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _plain_log_ticks(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (0.5, 2, 40, 1000) rather than mathtext powers (4 × 10¹); minor
+    ticks are labelled too when the axis spans few decades (matplotlib's own thresholds)."""
+    from matplotlib.ticker import LogFormatter
+
+    axis.set_major_formatter(LogFormatter())
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
 def save_figure(fig: Any, out: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG (atomically) and close it."""
     from ncsn_fast.io import atomic_write
@@ -47,6 +56,7 @@ def loss_curve_figure(rows: Sequence[Mapping[str, Any]]) -> Any | None:
         if qs:
             ax.plot(*zip(*qs, strict=True), lw=1, alpha=0.8, label=name)
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis)
     ax.set_xlabel("training step")
     ax.set_ylabel("DSM loss ½‖σ s(x̃, σ) + z‖² (log scale)")
     ax.set_title(f"Training loss, steps {pts[0][0]}–{pts[-1][0]}")
@@ -89,9 +99,11 @@ def table6_figure(rows: Sequence[Any]) -> Any:
     panels = (("sampling_min", "paper_sampling_min", "one sampling batch (minutes)"),
               ("training_h", "paper_training_h", "whole training run (hours)"))  # fmt: skip
     for ax, (ours, paper, label) in zip(axes, panels, strict=True):
+        ax.set_title(label.split(" (")[0].capitalize())
         ax.bar([i - w / 2 for i in x], [getattr(r, ours) for r in rows], w, label=f"ours: {rows[0].device}")
         ax.bar([i + w / 2 for i in x], [getattr(r, paper) for r in rows], w, label="paper (V100s)", color="0.7")
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         ax.set_xticks(list(x), names)
         ax.set_xlabel("dataset")
         ax.set_ylabel(label + ", log scale")
@@ -102,8 +114,13 @@ def table6_figure(rows: Sequence[Any]) -> Any:
     return fig
 
 
-def sampler_comparison_figure(rows: Sequence[Mapping[str, Any]], metric: str, label: str) -> Any:
-    """One line per sampler: ``metric`` of each row against its number of network evaluations (log x)."""
+def sampler_comparison_figure(
+    rows: Sequence[Mapping[str, Any]], metric: str, label: str, title: str | None = None
+) -> Any:
+    """One line per sampler: ``metric`` of each row against its number of network evaluations (log x, ticked at
+    the NFE values measured); ``label`` names the metric and its unit on the y axis."""
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     by_sampler: dict[str, list[tuple[float, float]]] = {}
@@ -113,8 +130,12 @@ def sampler_comparison_figure(rows: Sequence[Mapping[str, Any]], metric: str, la
         pts.sort()
         ax.plot(*zip(*pts, strict=True), "o-", label=name)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted({r["nfe"] for r in rows})))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("network evaluations per sample (NFE, log scale)")
     ax.set_ylabel(label)
+    ax.set_title(title or f"Samplers: {label} against the evaluation budget")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return fig

@@ -1,4 +1,5 @@
-"""Models from files: the bundled digits model, checkpoints, training workdirs, safetensors directories.
+"""Models from files: the bundled digits model, checkpoints, training workdirs, safetensors directories, and the
+conversion of a checkpoint into a :func:`save_pretrained` directory (:func:`convert`, ``ncsn-fast convert``).
 
 ``digits/``: NCSNv2 (ngf 32, 16×16 grayscale, L = 49) trained on the scikit-learn digits with
 ``ncsn-fast train --config digits`` — its EMA weights as ``model.safetensors`` beside ``config.yaml`` (a
@@ -8,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -190,3 +192,126 @@ def from_pretrained(
     model = build_model(cfg)
     load_state(model, ckpt, f"weights {str(d)!r}", ema=ema)
     return model.to(device).eval(), cfg
+
+
+FORMAT_NAMES = {
+    "official": "official checkpoint [model_state, optimizer, epoch, step, ema_shadow]",
+    "ncsn_fast": "ncsn-fast checkpoint",
+    "state_dict": "bare state dict",
+    "safetensors": "safetensors weights",
+}
+
+
+@dataclass
+class Conversion:
+    """What :func:`convert` read and wrote: the checkpoint file used, its format and step, and for each file written
+    (``config.yaml``, ``model.safetensors``, ``model_raw.safetensors``) which weights or settings went into it."""
+
+    source: Path
+    kind: str
+    step: int | None
+    directory: Path
+    written: dict[str, str]
+    left_out: list[str] = field(default_factory=list)
+
+    def report(self) -> list[str]:
+        step = f", step {self.step}" if self.step is not None else ""
+        width = max(len(name) for name in self.written)
+        lines = [f"read {self.source} ({self.kind}{step})", f"wrote {self.directory}/"]
+        lines += [f"  {name:<{width}}  ← {what}" for name, what in self.written.items()]
+        lines += [f"  not converted: {what}" for what in self.left_out]
+        return lines
+
+
+def _check_ema(model: nn.Module, shadow: dict[str, torch.Tensor], where: str) -> None:
+    """The EMA shadow against the model's parameters: unknown names and shape mismatches, first ones named."""
+    params = dict(model.named_parameters())
+    unknown = [k for k in shadow if k not in params]
+    shapes = [f"{k}: {tuple(v.shape)} vs model {tuple(params[k].shape)}" for k, v in shadow.items()
+              if k in params and v.shape != params[k].shape]  # fmt: skip
+    if unknown or shapes:
+        parts = [f"{len(unknown)} unknown parameters (first: {', '.join(unknown[:5])})"] if unknown else []
+        parts += [f"{len(shapes)} shape mismatches (first: {'; '.join(shapes[:3])})"] if shapes else []
+        raise CheckpointError(f"{where}: its EMA weights do not fit {type(model).__name__}: " + "; ".join(parts))
+
+
+def convert(
+    checkpoint: str | os.PathLike,
+    directory: str | os.PathLike,
+    config: str | os.PathLike | Config | None = None,
+    raw: bool = False,
+    adopt_schedule: bool = False,
+) -> Conversion:
+    """An official or ncsn-fast checkpoint (``.pth``), a ``.safetensors`` file, a save_pretrained folder or a
+    training workdir (its ``sampling.ckpt_id`` checkpoint, else the latest) → a :func:`save_pretrained` directory:
+    ``config.yaml`` (official schema) and ``model.safetensors`` with the EMA weights (the raw ones when the
+    checkpoint has no EMA); ``raw`` also writes the raw weights to ``model_raw.safetensors``.
+
+    ``config``: a preset, YAML file or Config (default: the one stored in the checkpoint; official checkpoints
+    store none). Everything is read and checked before anything is written: the architecture (first mismatched
+    keys named), the σ schedule (see :func:`~ncsn_fast.checkpoint.check_schedule`; ``adopt_schedule``), the EMA
+    shadow. A ``model_raw.safetensors`` left in ``directory`` by an earlier conversion is removed unless ``raw``
+    writes a new one (it would describe another checkpoint). Raises ConfigError / CheckpointError / ValueError
+    naming ``config``, ``checkpoint``/``ckpt``, ``raw`` or ``directory``.
+    """
+    from ncsn_fast.checkpoint import SAFETENSORS_RAW, load_state, read_safetensors
+
+    cfg = load_config(config) if config is not None else None
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"directory: {str(out)!r} exists and is not a folder")
+    path = resolve_checkpoint(checkpoint, cfg.sampling.ckpt_id if cfg is not None else None)
+    ckpt = read_checkpoint(path)
+    where = f"checkpoint {str(path)!r}"
+    if cfg is None:
+        if not ckpt.get("config"):
+            raise CheckpointError(f"config: {where} carries no config; pass one (a preset or YAML file)")
+        try:
+            cfg = load_config(ckpt["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint: the config stored in {str(path)!r} is invalid: {exc}") from None
+        config_origin = "the config stored in the checkpoint"
+    else:
+        config_origin = f"the config {config if not isinstance(config, Config) else 'given'}"
+    model = build_model(cfg)
+    load_state(model, ckpt, where, ema=False, adopt_schedule=adopt_schedule)  # the raw weights: keys, shapes, σ
+    kind = "save_pretrained folder" if path.is_dir() else FORMAT_NAMES.get(ckpt["format"], str(ckpt["format"]))
+    written: dict[str, str]
+    if ckpt.get("weights") == "ema":  # a safetensors file or folder of EMA weights: no shadow, maybe a raw file
+        ema = {k: p.detach().clone() for k, p in model.named_parameters()}
+        raw_file = path / SAFETENSORS_RAW if path.is_dir() else None
+        if raw and (raw_file is None or not raw_file.is_file()):
+            raise CheckpointError(f"raw: {where} holds only EMA weights; there are no raw weights to write")
+        if raw:
+            load_state(model, read_safetensors(raw_file), f"checkpoint {str(raw_file)!r}", ema=False)
+        ema_what, raw_what = f"EMA weights (the weights of {path.name})", f"raw weights ({SAFETENSORS_RAW})"
+    else:
+        ema = ckpt.get("ema") or None
+        if ema is not None:
+            _check_ema(model, ema, where)
+        if raw and ema is None:
+            raise CheckpointError(f"raw: {where} has no EMA weights; its raw weights go to model.safetensors")
+        ema_what = "EMA weights (the checkpoint's EMA shadow; buffers from its model weights)"
+        raw_what = "raw weights (the checkpoint's model weights)"
+    step = ckpt.get("step")
+    written = save_pretrained(model, out, cfg, ema=ema, raw=raw, step=step if isinstance(step, int) else None)
+    if ema is not None:
+        written["model.safetensors"] = ema_what
+        if raw:
+            written[SAFETENSORS_RAW] = raw_what
+    else:
+        written["model.safetensors"] = "raw weights (the checkpoint has no EMA weights)"
+    written["config.yaml"] = f"config, official schema ({config_origin})"
+    stale = out / SAFETENSORS_RAW
+    if SAFETENSORS_RAW not in written and stale.is_file():
+        stale.unlink()
+        written[SAFETENSORS_RAW] = "removed: raw weights of an earlier conversion into this folder"
+    left_out = [
+        what for key, what in (("optimizer", "optimizer state"), ("rng", "random-number states"), ("epoch", "epoch"))
+        if ckpt.get(key) is not None
+    ]  # fmt: skip
+    if left_out:
+        left_out = [", ".join(left_out) + " (training state: resume from the original checkpoint)"]
+    if path.is_dir() and (path / SAFETENSORS_RAW).is_file() and not raw:
+        left_out.append(f"the folder's {SAFETENSORS_RAW} (raw=True / --raw converts it too)")
+    return Conversion(path, kind, step if isinstance(step, int) else None, out, written, left_out)

@@ -1,0 +1,207 @@
+"""The diffusers bridge, offline: the pipeline's images are bitwise ``ncsn-fast sample --backend torch``'s samples
+(same seed, same schedule), the pipeline round-trips through save_pretrained/from_pretrained (safetensors, no
+``torch.load``), the scheduler's state is apart from its step math (closed forms), and the generator decides
+everything.
+
+Equality, not a tolerance: on the CPU the pipeline runs the network in channels_last as the command line does (NCHW
+weights would give ~2.5e-6 absolute differences from another convolution path), with the same reference ops, the
+same α (float64 Python arithmetic) and the same ``torch.randn`` stream, so the images are identical.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+try:
+    import diffusers  # noqa: F401
+except ImportError as exc:  # not installed, or installed against incompatible dependencies
+    pytest.skip(
+        f"diffusers is not importable ({exc}); the bridge is optional: pip install 'ncsn-fast[diffusers]'",
+        allow_module_level=True,
+    )
+
+from ncsn_fast.cli import main  # noqa: E402
+from ncsn_fast.integrations.diffusers import (  # noqa: E402
+    AnnealedLangevinScheduler,
+    NCSNScoreModel,
+    NCSNv2Pipeline,
+    cli_generator,
+    denoise_update,
+    langevin_update,
+)
+from tests.conftest import rel_err  # noqa: E402
+
+EVERY = 8  # the CLI's --every 8 on L = 49 levels is num_inference_steps = 48/8 + 1 = 7 (35 + 1 evaluations)
+LEVELS = 48 // EVERY + 1
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    p = NCSNv2Pipeline.from_ncsn_fast()  # the bundled digits model
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def quiet(fn, *args, **kwargs):
+    """Thinned schedules are coarse on purpose here (seconds, not minutes): their warning is expected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def test_the_pipeline_reproduces_the_command_line_bitwise(pipe, tmp_path, capsys):
+    seed = int(torch.randint(0, 2**31, (1,)))
+    out = tmp_path / "cli"
+    args = ["sample", "--backend", "torch", "--seed", str(seed), "--n", "5", "--batch-size", "3", "--every", str(EVERY)]
+    assert quiet(main, [*args, "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    cli = torch.load(out / "samples.pt", weights_only=True)
+    assert cli.shape == (5, 1, 16, 16) and float(cli.std()) > 0.05
+    for batch, (start, size) in enumerate(((0, 3), (3, 2))):  # each CLI batch has its own generator
+        gen = cli_generator(seed, batch)
+        images = quiet(pipe, batch_size=size, generator=gen, num_inference_steps=LEVELS, output_type="pt").images
+        assert torch.equal(images, cli[start : start + size]), (batch, (images - cli[start : start + size]).abs().max())
+    arrays = quiet(pipe, batch_size=3, generator=cli_generator(seed), num_inference_steps=LEVELS, output_type="np")
+    assert torch.equal(torch.from_numpy(arrays.images).permute(0, 3, 1, 2), cli[:3])
+    pil = quiet(pipe, batch_size=3, generator=cli_generator(seed), num_inference_steps=LEVELS).images
+    assert [im.size for im in pil] == [(16, 16)] * 3 and pil[0].mode == "L"
+    expected = (cli[0, 0] * 255).round().to(torch.uint8)
+    assert (torch.from_numpy(np.array(pil[0])).int() - expected.int()).abs().max() <= 1
+
+
+@pytest.mark.slow
+def test_the_full_schedule_is_the_command_lines_default_run(pipe, tmp_path, capsys):
+    """The defaults on both sides (L = 49, T = 5, the config's ε, denoising): 246 evaluations, ~12 s a side."""
+    seed = int(torch.randint(0, 2**31, (1,)))
+    args = ["sample", "--backend", "torch", "--seed", str(seed), "--n", "2", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    images = pipe(batch_size=2, generator=cli_generator(seed), output_type="pt").images
+    assert torch.equal(images, torch.load(tmp_path / "samples.pt", weights_only=True))
+
+
+@pytest.mark.parametrize("every", [1, 2, 3, 4, 6, 8, 12, 16, 24, 48])
+def test_the_schedule_is_the_command_lines(pipe, every):
+    """num_inference_steps = 48/K + 1 gives the labels and ε of `--every K` (and of the full plan for K = 1)."""
+    from ncsn_fast.sampling import SamplingPlan
+    from ncsn_fast.techniques import get_sigmas
+
+    cfg = pipe.unet.ncsn
+    plan = SamplingPlan(every=every, backend="torch").resolve(cfg)
+    sched = AnnealedLangevinScheduler.from_ncsn_config(cfg)
+    quiet(sched.set_timesteps, 48 // every + 1)
+    assert sched.labels == plan.labels
+    assert sched.step_lr == plan.step_lr  # exactly: the same function on the same float32 σ
+    assert torch.equal(sched.all_sigmas, get_sigmas(cfg))
+    assert sched.timesteps.tolist() == [lab for lab in plan.labels for _ in range(plan.n_steps_each)]
+
+
+def test_save_and_load_round_trip_offline_without_pickle(pipe, tmp_path, monkeypatch):
+    pipe.save_pretrained(tmp_path / "pipe")
+    files = sorted(str(p.relative_to(tmp_path / "pipe")) for p in (tmp_path / "pipe").rglob("*") if p.is_file())
+    assert files == [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+    ]
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = NCSNv2Pipeline.from_pretrained(tmp_path / "pipe")
+    again.set_progress_bar_config(disable=True)
+    assert type(again.unet) is NCSNScoreModel and type(again.scheduler) is AnnealedLangevinScheduler
+    assert dict(again.scheduler.config) == dict(pipe.scheduler.config)
+    a, b = pipe.unet.state_dict(), again.unet.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    seed = int(torch.randint(0, 2**31, (1,)))
+    one = quiet(pipe, batch_size=2, generator=cli_generator(seed), num_inference_steps=2, output_type="pt").images
+    two = quiet(again, batch_size=2, generator=cli_generator(seed), num_inference_steps=2, output_type="pt").images
+    assert torch.equal(one, two)
+
+
+def test_the_model_wrapper_is_the_network(pipe, reference_dir):
+    """Labels as an int or a per-sample tensor; and a reference checkpoint through the wrapper against the official
+    forward outputs (1e-5: ../shared/reference/README.md)."""
+    model, cfg = __import__("ncsn_fast").load_pretrained()
+    wrapped = NCSNScoreModel.from_ncsn(model, cfg)
+    x = torch.rand(3, 1, 16, 16)
+    labels = torch.randint(0, 49, (3,))
+    with torch.no_grad():
+        assert torch.equal(wrapped(x, labels).sample, model(x, labels))
+        assert torch.equal(wrapped(x, 11, return_dict=False)[0], model(x, torch.full((3,), 11)))
+    src = reference_dir / "ncsnv2_32"
+    ref = NCSNv2Pipeline.from_ncsn_fast(str(src / "checkpoint.pth"), str(src / "config.yml"))
+    v = torch.load(src / "vectors.pt", weights_only=True)
+    with torch.no_grad():
+        assert rel_err(ref.unet(v["forward_x"], v["forward_labels"]).sample, v["forward_out_ema"]) <= 1e-5
+    assert ref.scheduler.config.sigmas == [float(s) for s in v["sigmas"]]
+
+
+def test_scheduler_state_is_apart_from_the_step_math(pipe):
+    sched = AnnealedLangevinScheduler.from_ncsn_config(pipe.unet.ncsn)
+    x, s = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    with pytest.raises(ValueError, match="set_timesteps"):
+        sched.step(s, 3, x)
+    sched.set_timesteps()
+    sigma = sched.all_sigmas.double()
+    eps = sched.config.step_lr
+    for label in (0, 17, 48):  # α = ε (σ_i/σ_L)², from the state set by set_timesteps
+        assert sched.step_size(label) == pytest.approx(eps * float(sigma[label] / sigma[-1]) ** 2, rel=1e-12)
+    before = (sched.timesteps.clone(), sched.step_lr, list(sched.labels))
+    seed = int(torch.randint(0, 2**31, (1,)))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    alpha = sched.step_size(17)
+    got = sched.step(s, 17, x, generator=torch.Generator().manual_seed(seed)).prev_sample
+    assert torch.equal(got, langevin_update(x, s, alpha, z))
+    closed = x.double() + alpha * s.double() + (2 * alpha) ** 0.5 * z.double()
+    assert rel_err(got, closed) <= 1e-6
+    # stepping changes no state: the same call after other steps gives the same result
+    sched.step(s, 40, x, generator=torch.Generator().manual_seed(seed + 1))
+    assert torch.equal(sched.step(s, 17, x, generator=torch.Generator().manual_seed(seed)).prev_sample, got)
+    assert torch.equal(sched.timesteps, before[0]) and (sched.step_lr, sched.labels) == before[1:]
+    # the denoising step: x + σ_L² s
+    out = sched.denoise(s, 48, x).prev_sample
+    assert torch.equal(out, denoise_update(x, s, float(sched.all_sigmas[48])))
+    assert rel_err(out, x.double() + float(sigma[48]) ** 2 * s.double()) <= 1e-6
+    # only set_timesteps changes the state
+    quiet(sched.set_timesteps, 13)
+    assert len(sched.timesteps) == 13 * 5 and sched.step_lr != before[1]
+
+
+def test_the_generator_decides_everything(pipe):
+    seed = int(torch.randint(0, 2**31, (1,)))
+    run = lambda gen: quiet(pipe, batch_size=2, generator=gen, num_inference_steps=2, output_type="pt").images  # noqa: E731
+    a = run(torch.Generator().manual_seed(seed))
+    b = run(torch.Generator().manual_seed(seed))
+    c = run(torch.Generator().manual_seed(seed + 1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(seed)
+    d = run(None)  # None: the global generator, so torch.manual_seed decides
+    torch.manual_seed(seed)
+    assert torch.equal(d, run(None))
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,needle",
+    [
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"output_type": "jpg"}, ValueError, "output_type"),
+        ({"num_inference_steps": 1}, ValueError, "num_inference_steps"),
+        ({"num_inference_steps": 50}, ValueError, "num_inference_steps"),
+        ({"backend": "gpu"}, ValueError, "backend"),
+        ({"generator": [torch.Generator(), torch.Generator()]}, TypeError, "generator"),
+    ],
+)
+def test_bad_arguments_name_the_argument(pipe, kwargs, error, needle):
+    with pytest.raises(error, match=needle):
+        pipe(**kwargs)
+
+
+def test_diffusers_is_imported_only_on_demand():
+    import subprocess
+    import sys
+
+    code = "import sys, ncsn_fast, ncsn_fast.pretrained, ncsn_fast.sampling; print('diffusers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
