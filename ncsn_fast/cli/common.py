@@ -183,7 +183,9 @@ def load_model(args: argparse.Namespace, device: Any, ckpt: str | None = None) -
 def sampling_plan(args: argparse.Namespace, **extra: Any) -> Any:
     from ncsn_fast.sampling import SamplingPlan
 
-    options = {k: getattr(args, k) for k in ("churn", "eta", "snr") if getattr(args, k, None) is not None}
+    options = dict(getattr(args, "recommended_options", None) or {})
+    flags = ("churn", "eta", "snr", "rho", "rel_tol", "abs_tol")
+    options.update({k: getattr(args, k) for k in flags if getattr(args, k, None) is not None})
     plan = SamplingPlan(
         sampler=getattr(args, "sampler", None) or "ald",
         nfe=getattr(args, "nfe", None),

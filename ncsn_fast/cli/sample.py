@@ -11,6 +11,15 @@ from ncsn_fast.cli import common
 from ncsn_fast.cli.common import CommandError
 
 GRID_MAX = 100
+# sampler options as flags, and the samplers that take them
+OPTION_SAMPLERS = {
+    "snr": ("pc",),
+    "churn": ("heun",),
+    "eta": ("cas", "dpmpp_2m_sde"),
+    "rho": ("heun", "euler", "dpmpp_2m", "dpmpp_2m_sde"),
+    "rel_tol": ("adaptive",),
+    "abs_tol": ("adaptive",),
+}
 
 
 def register(sub: Any) -> None:
@@ -24,11 +33,18 @@ def register(sub: Any) -> None:
     s.add_argument("--denoise", dest="denoise", action="store_true", default=None, help="default: the config's")
     s.add_argument("--no-denoise", dest="denoise", action="store_false")
     common.add_runtime_args(s)
-    s.add_argument("--sampler", default="ald", help="ald (default), cas, pc or heun (see ncsn_fast.sampling)")
+    s.add_argument(
+        "--sampler",
+        help="ald (default without --nfe: the config's full schedule), dpmpp_2m_sde, dpmpp_2m, heun, euler, cas, pc, "
+        "adaptive; with --nfe alone: the recommended sampler for that budget (README)",
+    )
     s.add_argument("--nfe", type=int, help="score-evaluation budget (default: ald's full schedule; 100 for others)")
     s.add_argument("--snr", type=float, help="pc: corrector signal-to-noise ratio (default 0.16)")
     s.add_argument("--churn", type=float, help="heun: stochastic churn S_churn (default 0)")
-    s.add_argument("--eta", type=float, help="cas: step fraction η (default 1 − 0.95/γ)")
+    s.add_argument("--eta", type=float, help="cas: step fraction η (default 1 − 0.95/γ); dpmpp_2m_sde: η (default 1)")
+    s.add_argument("--rho", type=float, help="heun, euler, dpmpp_2m(_sde): Karras schedule ρ (default 7)")
+    s.add_argument("--rel-tol", type=float, help="adaptive: relative tolerance (default 0.05)")
+    s.add_argument("--abs-tol", type=float, help="adaptive: absolute tolerance (default 0.0078)")
     s.add_argument("--out", default="samples", help="output folder for samples.png and samples.pt")
     s.add_argument("--interpolate", type=int, metavar="N", help="N interpolations between pairs (Appendix B.2)")
     s.add_argument("--inpaint", metavar="IMAGE", help="image (PNG, JPEG or .pt) whose known pixels are kept")
@@ -43,7 +59,7 @@ def register(sub: Any) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     for flag in ("n", "steps", "every", "interpolate", "batch_size", "nfe"):
         common.positive_int("--" + flag.replace("_", "-"), getattr(args, flag))
-    for flag in ("step_lr", "snr"):
+    for flag in ("step_lr", "snr", "rho", "rel_tol", "abs_tol"):
         common.positive_float("--" + flag.replace("_", "-"), getattr(args, flag))
     if args.churn is not None and not args.churn >= 0:
         raise CommandError(f"--churn: must be ≥ 0, got {args.churn}")
@@ -51,14 +67,20 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CommandError("--inpaint and --mask go together: give both or neither")
     if args.inpaint is not None and args.interpolate is not None:
         raise CommandError("--inpaint and --interpolate cannot be combined")
+    if args.sampler is None:
+        args.sampler = "ald"
+        if args.nfe is not None:  # the recommended sampler for the budget (ncsn_fast.sampling.recommended)
+            from ncsn_fast.sampling import recommended
+
+            args.sampler, args.recommended_options = recommended(args.nfe)
     budget = args.sampler != "ald" or args.nfe is not None
     if budget and (args.inpaint or args.interpolate or args.every or args.data_init):
         raise CommandError(
             f"--sampler {args.sampler} --nfe: --inpaint, --interpolate, --every, --data-init go with ald only"
         )
-    for flag, sampler in (("snr", "pc"), ("churn", "heun"), ("eta", "cas")):
-        if getattr(args, flag) is not None and args.sampler != sampler:
-            raise CommandError(f"--{flag}: an option of the {sampler} sampler, not of {args.sampler}")
+    for flag, samplers in OPTION_SAMPLERS.items():
+        if getattr(args, flag) is not None and args.sampler not in samplers:
+            raise CommandError(f"--{flag.replace('_', '-')}: an option of {', '.join(samplers)}, not of {args.sampler}")
     common.check_input_file("--inpaint", args.inpaint)
     common.check_input_file("--mask", args.mask)
     common.positive_int("--seed", args.seed, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torchvision.utils import save_image
@@ -68,7 +69,13 @@ def test_sample_official_checkpoint_and_outputs(tmp_path, capsys, reference_dir)
     assert code == 0 and "samples.png" in stdout
     samples = torch.load(out / "samples.pt", weights_only=True)
     assert samples.shape == (2, 3, 32, 32) and samples.min() >= 0 and samples.max() <= 1
-    assert (out / "samples.png").stat().st_size > 0
+    # the grid shows these samples: 2 columns of 32 px upscaled ×4 to ≥ 256 px, padding 4; tile k at 4 + k·(128 + 4)
+    from PIL import Image
+
+    grid = torch.from_numpy(np.asarray(Image.open(out / "samples.png").convert("RGB"))).permute(2, 0, 1).float() / 255
+    for k in range(2):
+        tile = grid[:, 4 : 4 + 128 : 4, 4 + k * 132 : 4 + k * 132 + 128 : 4]
+        assert (tile - samples[k]).abs().max() <= 1 / 255 + 1e-6
 
 
 def test_bundled_inpaint_and_interpolate(tmp_path, capsys):
@@ -129,6 +136,19 @@ def test_configure_digits_reproduces_the_preset(tmp_path, capsys):
 
 
 def test_console_script_installed():
+    """The installed `ncsn-fast` script (beside this Python) and `python -m ncsn_fast.cli` both answer."""
+    import shutil
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "ncsn-fast"
+    script = str(script) if script.exists() else shutil.which("ncsn-fast")
+    assert script, "the ncsn-fast console script is not installed (pip install -e .)"
+    out = subprocess.run([script, "--version"], capture_output=True, text=True)
+    import ncsn_fast
+
+    assert out.returncode == 0 and out.stdout.startswith(f"ncsn-fast {ncsn_fast.__version__} (torch ")
+    out = subprocess.run([script, "sample", "--n", "0"], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip() == "ncsn-fast: error: --n: must be at least 1, got 0"
     out = subprocess.run([sys.executable, "-m", "ncsn_fast.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "sample" in out.stdout and "configure" in out.stdout
 

@@ -136,6 +136,38 @@ def test_low_precision_within_twice_the_reference_error(backend, dtype):
     assert rel_err(out, want) <= 2 * rel_err(ref_low, want) + 1e-4
 
 
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_low_precision_gradients_within_twice_the_reference_error(backend, dtype):
+    """flash-attention's rule applied to the backward: the gradients of x, α, γ, β in bf16/fp16 are at most 2× as
+    far from the float64 gradients as the reference's own gradients computed in the same precision."""
+    x, a, g, b = make_inputs((2, 12, 9, 7))
+    dy = torch.randn(x.shape)
+
+    def grads(fn, dtype_):
+        inputs = [t.detach().to(dtype_).requires_grad_() for t in (x, a, g, b)]
+        fn(*inputs).backward(dy.to(dtype_))
+        return [t.grad.double() for t in inputs]
+
+    want = grads(lambda *t: reference.instance_norm_pp_elu(*t), torch.float64)
+    ours = grads(lambda *t: instance_norm_pp_elu(*t, backend=backend), dtype)
+    ref_low = grads(lambda *t: reference.instance_norm_pp_elu(*t), dtype)
+    for name, o, r, w in zip(("x", "alpha", "gamma", "beta"), ours, ref_low, want, strict=True):
+        assert rel_err(o, w) <= 2 * rel_err(r, w) + 1e-3, (name, rel_err(o, w), rel_err(r, w))
+
+
+@pytest.mark.skipif("triton" not in FUSED, reason="triton is not installed")
+def test_gradcheck_triton():
+    """The Triton kernels compute in float32, so the check runs in float32's precision: central differences of the
+    op (eps 1e-3) against its analytical backward, through a float64 wrapper gradcheck accepts."""
+    x, a, g, b = (t.double().requires_grad_() for t in make_inputs((2, 3, 5, 4)))
+
+    def f(x, a, g, b):
+        return instance_norm_pp_elu(x.float(), a.float(), g.float(), b.float(), backend="triton").double()
+
+    assert torch.autograd.gradcheck(f, (x, a, g, b), eps=1e-3, atol=5e-3, rtol=5e-3)
+
+
 @pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
 @pytest.mark.parametrize("per_sample", [False, True], ids=["params_C", "params_NC"])
 def test_opcheck(per_sample):
