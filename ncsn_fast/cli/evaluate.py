@@ -124,17 +124,21 @@ def _describe(protocol: dict[str, Any]) -> str:
     return "protocol: " + ", ".join(parts)
 
 
-def run_fid(args: argparse.Namespace) -> int:
-    from ncsn_fast import distributed
-
+def _check_fid_args(args: argparse.Namespace, section: str) -> tuple[Any, Path, Any]:
+    """fid and fid-select: the flags, the statistics file and the weights, then the output folder and the device."""
     for flag in ("n", "batch_size", "steps"):
         common.positive_int("--" + flag.replace("_", "-"), getattr(args, flag), 2 if flag == "n" else 1)
     common.positive_float("--step-lr", args.step_lr)
     common.check_input_file("--stats", args.stats, (".npz",))
     _check_weights(args)
-    plan = common.sampling_plan(args)
-    out = common.check_output_dir("--out", args.out)
-    device = common.check_device("--device", args.device)
+    plan = common.sampling_plan(args, section=section)
+    return plan, common.check_output_dir("--out", args.out), common.check_device("--device", args.device)
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    from ncsn_fast import distributed
+
+    plan, out, device = _check_fid_args(args, "sampling")
     with distributed.process_group() as ranks:
         device = distributed.local_device(device, ranks)
         from ncsn_fast.evaluation import fid, load_inception
@@ -213,14 +217,7 @@ def _checkpoints(args: argparse.Namespace, cfg: Any, section: str = "fast_fid") 
 def run_fid_select(args: argparse.Namespace) -> int:
     from ncsn_fast import distributed
 
-    for flag in ("n", "batch_size", "steps"):
-        common.positive_int("--" + flag.replace("_", "-"), getattr(args, flag), 2 if flag == "n" else 1)
-    common.positive_float("--step-lr", args.step_lr)
-    common.check_input_file("--stats", args.stats, (".npz",))
-    _check_weights(args)
-    plan = common.sampling_plan(args, section="fast_fid")
-    out = common.check_output_dir("--out", args.out)
-    device = common.check_device("--device", args.device)
+    plan, out, device = _check_fid_args(args, "fast_fid")
     from ncsn_fast.config import load_config
 
     cfg = load_config(args.config) if args.config else None

@@ -2,7 +2,7 @@
 the value, found before the network runs once (a call counter on the model's forward, not a clock), and nothing
 left behind.
 
-67 distinct bad inputs: sample 38, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 11,
+68 distinct bad inputs: sample 38, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
 bench 3 (the parametrize list below; argparse's own errors are one line too).
 """
 
@@ -112,6 +112,7 @@ CASES = [
     (["configure", "digits", "--out", "/proc/d.yml"], ["--out", "/proc/d.yml"]),
     # evaluation
     (["fid", "--stats", "notes.txt"], ["--stats", "notes.txt"]),
+    (["fid", "--stats", "two.npz", "--out", "/proc/f"], ["--out", "/proc/f"]),
     (["fid", "--stats", "two.npz", "--n", "1"], ["--n", "1"]),
     (["fid-stats", "digits", "--out", "stats.txt"], ["--out", "stats.txt"]),
     (["fid-stats", "nothing_here", "--out", "s.npz"], ["DATA", "nothing_here"]),

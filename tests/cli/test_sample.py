@@ -165,3 +165,42 @@ def test_sample_bf16_and_the_torch_update_on_the_bundled_model(tmp_path, capsys)
         outs.append(torch.load(out / "samples.pt", weights_only=True))
     assert all(o.shape == (4, 1, 16, 16) and torch.isfinite(o).all() for o in outs)
     assert torch.equal(outs[0], outs[1])
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ncsn_fast.cli", "sample", "--n", "400", "--batch-size", "50", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("out/.samples.pt.*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # wait until sampling has started writing its temporary file
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = [ln for ln in err.splitlines() if ln.startswith("ncsn-fast")]
+    assert proc.returncode == 130 and lines == ["ncsn-fast: interrupted; nothing written"], err[-500:]
+    assert not out.exists()
+
+
+def test_a_chain_that_explodes_to_finite_values_is_reported(tmp_path, capsys):
+    code, _, err = run_cli(["sample", "--quiet", "--every", "8", "--steps", "1", "--step-lr", "0.5", "--n", "4",
+                            "--out", str(tmp_path / "o")], capsys)  # fmt: skip
+    assert code in (0, 1)  # finite but far outside the data range: a warning; non-finite: an error naming the level
+    assert ("far outside the data range" in err) if code == 0 else ("diverged" in err), err
+
+
+def test_files_are_written_with_the_umask_not_0600(tmp_path):
+    import os
+
+    from ncsn_fast.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
