@@ -204,3 +204,66 @@ def test_files_are_written_with_the_umask_not_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_samples_stream_in_batches_with_one_grid_of_the_first_100(tmp_path, capsys):
+    out = tmp_path / "o"
+    code, stdout, _ = run_cli(["sample", "--quiet", "--nfe", "3", "--sampler", "euler", "--n", "130",
+                               "--batch-size", "40", "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    assert samples.shape == (130, 1, 16, 16) and torch.isfinite(samples).all()
+    from PIL import Image
+
+    width, height = Image.open(out / "samples.png").size  # 100 tiles, 10 per row, 16 px ×2 (≥ 256), padding 2
+    assert (width, height) == (10 * 32 + 11 * 2, 10 * 32 + 11 * 2)
+    assert sorted(p.name for p in out.iterdir()) == ["samples.png", "samples.pt"]  # no temporary file left
+
+
+def test_the_config_configure_writes_samples_with_the_bundled_weights(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    assert run_cli(["configure", "digits", "--out", str(tmp_path / "digits.yml")], capsys)[0] == 0
+    code, stdout, err = run_cli(["sample", "--quiet", "--config", str(tmp_path / "digits.yml"), "--every", "8",
+                                 "--steps", "1", "--n", "2", "--out", str(tmp_path / "o")], capsys)  # fmt: skip
+    assert code == 0, err
+
+
+def test_a_training_workdir_as_ckpt_takes_its_latest_checkpoint(tmp_path, capsys):
+    import ncsn_fast as nf
+
+    cfg = nf.load_config("digits")
+    cfg.model.ngf = 4
+    for step in (2, 10):
+        torch.manual_seed(step)
+        nf.save_checkpoint(tmp_path / "run" / f"checkpoint_{step}.pth", model=nf.build_model(cfg).state_dict(),
+                           config=cfg.to_dict(), step=step)  # fmt: skip
+    code, stdout, err = run_cli(["sample", "--quiet", "--ckpt", str(tmp_path / "run"), "--no-ema", "--every", "8",
+                                 "--steps", "1", "--n", "2", "--out", str(tmp_path / "o")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert f"--ckpt: using {tmp_path / 'run' / 'checkpoint_10.pth'}" in stdout
+
+
+def test_interpolation_and_inpainting_honour_verbose_and_crop_non_square_images(tmp_path, capsys):
+    common = ["sample", "--quiet", "--every", "8", "--steps", "1", "--n", "1", "--verbose"]
+    code, stdout, err = run_cli([*common, "--interpolate", "2", "--out", str(tmp_path / "i")], capsys)
+    assert code == 0 and "level    0" in stdout + err
+    image = torch.rand(1, 16, 24)  # wider than tall: the short side is resized (16 already) and the centre kept
+    mask = torch.zeros(1, 16, 24)
+    mask[:, :, :12] = 1  # known: the left half of the wide image → the left 8 columns of the centre crop
+    save_image(image, tmp_path / "wide.png")
+    save_image(mask, tmp_path / "mask.png")
+    args = ["--inpaint", str(tmp_path / "wide.png"), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "p")]
+    code, stdout, err = run_cli([*common, "--backend", "cpu", *args], capsys)
+    assert code == 0 and "level    0" in stdout + err, err
+    got = torch.load(tmp_path / "p" / "samples.pt", weights_only=True)
+    given = (torch.floor(image * 255 + 0.5) / 255)[:, :, 4:20]  # the centre 16 columns
+    assert torch.allclose(got[0, :, :, :8], given[:, :, :8], atol=1e-6)
+    from PIL import Image
+
+    grid = torch.from_numpy(np.asarray(Image.open(tmp_path / "p" / "samples.png").convert("L"))).float() / 255
+    # the first row shows the input, the mask and the known pixels (3 columns of 16 px ×6, padding 6)
+    f = 6
+    first = grid[f : f + 16 * f : f, f : f + 16 * f : f]
+    second = grid[f : f + 16 * f : f, 2 * f + 16 * f : 2 * f + 32 * f : f]
+    assert (first - given[0]).abs().max() <= 1 / 255 + 1e-6
+    assert torch.equal(second, (torch.arange(16) < 8).float().expand(16, 16))

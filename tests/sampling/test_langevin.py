@@ -133,6 +133,12 @@ def test_divergence_stops_with_level_and_no_nans_returned():
         ({"n_steps_each": -1}, "n_steps_each"),
         ({"backend": "fused"}, "backend"),
         ({"sigmas": []}, "sigmas"),
+        ({"sigmas": [0.1, 1.0]}, "sigmas: must decrease"),
+        ({"sigmas": [1.0, -0.5]}, "sigmas: noise levels must be positive"),
+        ({"n_steps_each": 0}, "n_steps_each: must be at least 1, got 0"),
+        ({"step_lr": float("nan")}, "step_lr"),
+        ({"start_level": 3}, "start_level"),
+        ({"precision": "fp8"}, "precision"),
     ],
 )
 def test_bad_input(kwargs, needle):
@@ -140,3 +146,17 @@ def test_bad_input(kwargs, needle):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=needle):
         annealed_langevin(**args)
+
+
+def test_model_inputs_are_checked_at_the_public_boundary():
+    import ncsn_fast as nf
+
+    model, cfg = nf.load_pretrained("digits")
+    sig = nf.get_sigmas(cfg)[:2]
+    for x0, needle in (
+        (torch.rand(2, 16, 16), r"x0: the model takes images \(N, 1, H, W\), got shape \(2, 16, 16\)"),
+        (torch.rand(2, 3, 16, 16), r"x0: the model takes images \(N, 1, H, W\), got shape \(2, 3, 16, 16\)"),
+        (torch.rand(2, 1, 15, 16), "x0: the model downsamples by 2"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            annealed_langevin(model, x0, sig, 1, 1e-5)
