@@ -23,7 +23,7 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define NCSN_HAVE_AVX2_PATH 1
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #define NCSN_NS avx2
 #include "instance_norm_pp_elu_impl.h"
 #undef NCSN_NS
@@ -35,7 +35,8 @@ namespace {
 
 bool cpu_has_avx2() {
 #ifdef NCSN_HAVE_AVX2_PATH
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return has;
 #else
   return false;

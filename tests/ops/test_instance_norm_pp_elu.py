@@ -136,6 +136,56 @@ def test_low_precision_within_twice_the_reference_error(backend, dtype):
     assert rel_err(out, want) <= 2 * rel_err(ref_low, want) + 1e-4
 
 
+@pytest.mark.parametrize(("backend", "dtype"), LOW)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", [(3, 7, 5, 9), (2, 16, 12, 12)])
+def test_low_precision_backward_within_twice_the_reference_error(backend, dtype, channels_last, shape):
+    """bf16/fp16 in and out (statistics in float32): gradients of x and of the float32 parameters (autocast's
+    case: the norm's parameters stay float32 master weights) against float64, the flash-attention rule."""
+    x, a, g, b = make_inputs(shape)
+    dy = torch.randn(shape)
+    ref_in = [t.double().requires_grad_() for t in (x, a, g, b)]
+    reference.instance_norm_pp_elu(*ref_in, 1e-5, apply_elu=True).backward(dy.double())
+    low_ref = [x.to(dtype).requires_grad_()] + [t.to(dtype).requires_grad_() for t in (a, g, b)]
+    reference.instance_norm_pp_elu(*low_ref, 1e-5, apply_elu=True).backward(dy.to(dtype))
+    xl = x.to(dtype)
+    if channels_last:
+        xl = xl.to(memory_format=torch.channels_last)
+    mine = [xl.requires_grad_()] + [t.clone().requires_grad_() for t in (a, g, b)]
+    out = instance_norm_pp_elu(*mine, backend=backend)
+    out.backward(dy.to(dtype))
+    assert out.dtype == dtype and mine[0].grad.dtype == dtype and mine[1].grad.dtype == torch.float32
+    for name, m, lo, r in zip(("x", "alpha", "gamma", "beta"), mine, low_ref, ref_in, strict=True):
+        assert rel_err(m.grad, r.grad) <= 2 * rel_err(lo.grad, r.grad) + 1e-3, name
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize(("x_scale", "g_scale"), [(1.0, 1.0), (1e-5, 1.0), (1.0, 1e-4), (1.0, 1e5)])
+def test_cpu_low_precision_loads_and_stores_round_as_torch(dtype, channels_last, x_scale, g_scale):
+    """The CPU kernels' own bf16/fp16 conversions (vectorizable bit arithmetic, F16C in the AVX2 build) against
+    torch's: the kernel in bf16/fp16 equals the float32 kernel on the same values rounded by ``.to(dtype)``, up to
+    a last-bit difference in a few elements (float32 sums in another order). Scales push fp16 inputs into
+    subnormals (1e-5) and outputs into subnormals (γ 1e-4) and past its range (γ 1e5: inf)."""
+    x, a, g, b = make_inputs((2, 7, 33, 17))
+    xl = (x * x_scale).to(dtype)
+    if channels_last:
+        xl = xl.to(memory_format=torch.channels_last)
+    g = g * g_scale
+    for apply_elu in (True, False):
+        low = instance_norm_pp_elu(xl, a, g, b, apply_elu=apply_elu, backend="cpu")
+        want = instance_norm_pp_elu(xl.float(), a, g, b, apply_elu=apply_elu, backend="cpu").to(dtype)
+        assert low.dtype == dtype
+        lo, wa = low.float(), want.float()
+        same = (lo == wa) | (lo.isnan() & wa.isnan())
+        ulp = torch.finfo(dtype).eps * wa.abs().clamp_min(torch.finfo(dtype).tiny)
+        assert ((lo - wa).abs() <= ulp)[~same].all() if (~same).any() else True
+        assert float((~same).float().mean()) <= 1e-2, (apply_elu, float((~same).float().mean()))
+        if g_scale > 1e4 and dtype == torch.float16:
+            assert low.isinf().any()  # overflow stays inf, as torch rounds it
+
+
 @pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
 @pytest.mark.parametrize("per_sample", [False, True], ids=["params_C", "params_NC"])
 def test_opcheck(per_sample):
