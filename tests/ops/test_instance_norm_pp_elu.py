@@ -344,3 +344,18 @@ def test_cuda_opcheck_and_compile():
     torch.library.opcheck(torch.ops.ncsn_fast.instance_norm_pp_elu.default, (x, a, g, b, 1e-5, True))
     f = lambda x: instance_norm_pp_elu(x * 2, a, g, b).sum()  # noqa: E731
     assert rel_err(torch.compile(f, fullgraph=True)(x), f(x)) <= 1e-6
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif("cuda" not in CUDA_FUSED, reason="no CUDA GPU or no CUDA build of the extension")
+@pytest.mark.parametrize("per_sample", [False, True], ids=["params_C", "params_NC"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_gradcheck_float64(per_sample, channels_last):
+    """float64 end to end on the GPU: α, γ, β in the accumulation type (a float32 copy would fail gradcheck)."""
+    x, a, g, b = (t.cuda() for t in make_inputs((2, 5, 4, 3), 2 if per_sample else None, dtype=torch.float64))
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    args = [t.requires_grad_() for t in (x, a, g, b)]
+    for apply_elu in (True, False):
+        fn = functools.partial(instance_norm_pp_elu, apply_elu=apply_elu, backend="cuda")
+        assert torch.autograd.gradcheck(fn, args)
