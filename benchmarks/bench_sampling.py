@@ -1,6 +1,8 @@
 """Sampling end to end: 36 samples of the bundled digits model (16×16, channels-last network as the CLI runs it),
 full schedule (L = 49, T = 5, 246 evaluations). Providers: the official computation (reference ops, torch update
-and noise), the fused network with the torch update, and everything fused (network ops and Langevin step).
+and noise), the fused network with the torch update, everything fused (network ops and Langevin step), and that
+with the network in bf16 (`precision="bf16"`: a bf16-weight copy, `precision.half_network`; slower than fp32 on
+a CPU without bf16 units, see `ncsn-fast doctor`).
 Quick mode: the first 4 noise levels.
 """
 
@@ -11,23 +13,27 @@ import torch
 
 from benchmarks.conftest import record, sync_if_cuda
 from ncsn_fast.ops._backend import use_backend
+from ncsn_fast.precision import hardware_half
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.mark.parametrize("provider", ["official", "fused-network+torch-update", "fused"])
+@pytest.mark.parametrize("provider", ["official", "fused-network+torch-update", "fused", "fused-bf16"])
 def test_sampling_digits(benchmark, quick, provider):
     import ncsn_fast as nf
     from ncsn_fast.pretrained import load_pretrained
     from ncsn_fast.sampling import annealed_langevin, init_samples
 
+    if quick and provider.endswith("bf16") and not hardware_half(DEVICE, "bf16"):
+        pytest.skip("quick mode: bf16 without bf16 units (ncsn-fast doctor) takes ~30 s here")
     model, cfg = load_pretrained()
     model = model.to(DEVICE, memory_format=torch.channels_last)
     sigmas = nf.get_sigmas(cfg)[: 4 if quick else None]
     n = 36
     x0 = init_samples(n, (1, cfg.data.image_size, cfg.data.image_size), torch.Generator().manual_seed(0), DEVICE)
     x0 = x0.contiguous(memory_format=torch.channels_last)
-    backend = "auto" if provider == "fused" else "torch"
+    backend = "auto" if provider.startswith("fused") and "torch" not in provider else "torch"
+    precision = "bf16" if provider.endswith("bf16") else "fp32"
     steps = cfg.sampling.n_steps_each
 
     def call():
@@ -35,7 +41,9 @@ def test_sampling_digits(benchmark, quick, provider):
             with use_backend("reference"):
                 annealed_langevin(model, x0, sigmas, steps, cfg.sampling.step_lr, seed=0, backend=backend)
         else:
-            annealed_langevin(model, x0, sigmas, steps, cfg.sampling.step_lr, seed=0, backend=backend)
+            annealed_langevin(
+                model, x0, sigmas, steps, cfg.sampling.step_lr, seed=0, backend=backend, precision=precision
+            )
         sync_if_cuda(DEVICE)
 
     benchmark.group = "sampling-digits"
