@@ -110,3 +110,18 @@ def test_hardware_half_answers_for_cpu():
         assert isinstance(hardware_half("cpu", p), bool)
     with pytest.raises(ValueError, match="precision: unknown precision"):
         hardware_half("cpu", "fp8")
+
+
+def test_half_network_warns_where_the_cpu_emulates_the_precision(monkeypatch):
+    import warnings
+
+    import ncsn_fast.precision as precision
+
+    model, _ = small_model()
+    monkeypatch.setattr(precision, "hardware_half", lambda device, p: False)
+    with pytest.warns(RuntimeWarning, match="bf16 on this CPU is emulated"):
+        half_network(model, "bf16")
+    monkeypatch.setattr(precision, "hardware_half", lambda device, p: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        half_network(model, "bf16")
