@@ -67,8 +67,8 @@ def _sized(make, largest: int, budget_s: float) -> float:
 def machine_ceilings(device: str = "cpu", quick: bool = False) -> dict[str, float]:
     """This machine's own ceilings, measured once per run (the benchmarks report fractions of them): a large
     matmul in fp32 and bf16 (GFLOP/s; 2048² on a CPU, 8192² on a GPU, smaller when one call would take over a
-    few seconds), a 3×3 convolution 128→128 on 32×32 channels-last (NCSNv2's most common layer; GFLOP/s) in fp32
-    and bf16, and a copy (GB/s, read + write)."""
+    few seconds), the best of NCSNv2's 3×3 convolutions (channels-last; 128 channels at 32×32, 256 at 16×16 and
+    8×8; GFLOP/s) in fp32 and bf16, and a copy (GB/s, read + write)."""
     import torch
 
     if CEILINGS:
@@ -83,26 +83,32 @@ def machine_ceilings(device: str = "cpu", quick: bool = False) -> dict[str, floa
 
         return make
 
-    def conv(dtype):
+    def conv(dtype, channels: int, size: int):
         def make(n):
             batch = max(1, n // 128)  # 1, 2, 4 ... (8 on a CPU, 64 on a GPU)
-            x = torch.randn(batch, 128, 32, 32, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
-            layer = torch.nn.Conv2d(128, 128, 3, padding=1).to(device, dtype, memory_format=torch.channels_last)
+            x = torch.randn(batch, channels, size, size, device=device).to(dtype)
+            x = x.contiguous(memory_format=torch.channels_last)
+            layer = torch.nn.Conv2d(channels, channels, 3, padding=1)
+            layer = layer.to(device, dtype, memory_format=torch.channels_last)
 
             def call():
                 with torch.no_grad():
                     layer(x)
                 sync_if_cuda(device)
 
-            return call, 2 * batch * 128 * 128 * 9 * 32 * 32
+            return call, 2 * batch * channels**2 * 9 * size * size
 
         return make
 
+    conv_batch = 128 if quick else 64 * 128 if gpu else 8 * 128
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         CEILINGS[f"matmul {name}"] = _sized(matmul(dtype), largest, budget)
-        CEILINGS[f"conv3x3 {name}"] = _sized(conv(dtype), 128 if quick else 64 * 128 if gpu else 8 * 128, budget)
-    big = torch.empty(2**24 if not quick else 2**20, device=device)  # 64 MiB float32
-    CEILINGS["copy GB/s"] = 2 * big.numel() * 4 / _best_of(lambda: (big.clone(), sync_if_cuda(device))) / 1e9
+        # the best of NCSNv2's own 3×3 layers (CIFAR-10: 128 channels at 32², 256 at 16² and 8²)
+        shapes = [(128, 32)] if quick else [(128, 32), (256, 16), (256, 8)]
+        CEILINGS[f"conv3x3 {name}"] = max(_sized(conv(dtype, c, s), conv_batch, budget) for c, s in shapes)
+    src = torch.empty(2**24 if not quick else 2**20, device=device).normal_()  # 64 MiB float32
+    dst = torch.empty_like(src)  # preallocated: a fresh 64 MiB buffer per call would time its page faults
+    CEILINGS["copy GB/s"] = 2 * src.numel() * 4 / _best_of(lambda: (dst.copy_(src), sync_if_cuda(device))) / 1e9
     return CEILINGS
 
 
