@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The one script to run on a GPU machine (no network; its own torch/triton/Python), within 10 minutes (each step
-# has its own timeout; the summary is written as it goes, so a cut-short run still reports what finished):
-# build ncsn_fast._C there, run the GPU tests, the op, Langevin and model benchmarks and Table 6 (CIFAR-10, CelebA;
-# bf16 and fp32), and print a compact summary last.
+# The one script to run on a GPU machine (no network; its own torch/triton/Python), within 10 minutes: a deadline
+# caps every step's timeout (steps that no longer fit are skipped and say so), and the summary is written as it
+# goes and printed last, so a cut-short run still reports what finished.
+#
+#  1. build ncsn_fast._C against the machine's torch
+#  2. `ncsn-fast doctor`: versions, the build (CUDA archs), every op x backend x dtype x layout, the model
+#  3. compute-sanitizer memcheck and racecheck over both CUDA ops, forward and backward (benchmarks/cuda_sanitize.py)
+#  4. the GPU tests (pytest -m cuda)
+#  5. benchmarks: the op, the sde/Langevin updates, the model forward (fp32 and bf16 providers; ceilings of this
+#     GPU measured in the same run), sampling the bundled model (fp32 and bf16), Table 6
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # OUT_DIR defaults to $OUT, else ./gpu_check_out
 set -uo pipefail
@@ -13,59 +19,76 @@ export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 export PYTHONUNBUFFERED=1
 summary="$OUT_DIR/summary.txt"
 : >"$summary"
-note() { echo "$*" | tee -a "$summary"; }
+note() { echo "$*" | tee -a "$summary" >/dev/null; }
+deadline=$(($(date +%s) + ${GPU_CHECK_SECONDS:-570}))
+# budget WANT: WANT seconds, or what is left before the deadline (less 15 s for the summary); 0 when nothing is
+budget() {
+  local left=$((deadline - $(date +%s) - 15))
+  if ((left < 10)); then echo 0; elif (($1 < left)); then echo "$1"; else echo "$left"; fi
+}
+# step NAME WANT LOG CMD...: run CMD with the budgeted timeout, its output in LOG, one summary line from its tail
+step() {
+  local name=$1 want=$2 log=$3
+  shift 3
+  local t
+  t=$(budget "$want")
+  if ((t == 0)); then
+    note "$name: SKIPPED (no time left before the 10-minute deadline)"
+    return
+  fi
+  local start=$(date +%s) rc
+  timeout "$t" "$@" >"$log" 2>&1
+  rc=$?
+  local took=$(($(date +%s) - start)) verdict=ok
+  ((rc == 124)) && verdict="TIMED OUT after ${t} s"
+  ((rc != 0 && rc != 124)) && verdict="FAILED (exit $rc)"
+  note "$name: $verdict in ${took} s; $(grep -v '^\s*$' "$log" | tail -1 | cut -c1-150)"
+}
 
-note "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)"
-python -c "import torch, triton, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" | tee -a "$summary"
+note "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 
 # 1. Build against the machine's own torch (no build isolation: there is no network to fetch build deps).
-start=$(date +%s)
-if timeout 240 pip install --no-build-isolation --no-deps -e . >"$OUT_DIR/build.log" 2>&1; then
-  note "build: ok in $(($(date +%s) - start)) s"
+step "build" 240 "$OUT_DIR/build.log" pip install --no-build-isolation --no-deps -e .
+
+# 2. The doctor first: what this machine is and whether every kernel computes correctly here (exit 1 names rows).
+step "doctor" 60 "$OUT_DIR/doctor.log" ncsn-fast doctor --json "$OUT_DIR/doctor.json"
+grep -E "^  (torch|CUDA|cuda:|triton|ncsn_fast._C|bf16)|^FAIL" "$OUT_DIR/doctor.log" | head -20 >>"$summary"
+
+# 3. compute-sanitizer over both CUDA ops (forward and backward, odd shapes, every dtype and layout).
+SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+if [[ -n "$SANITIZER" ]]; then
+  for tool in memcheck racecheck; do
+    step "compute-sanitizer $tool" 60 "$OUT_DIR/sanitizer_$tool.log" \
+      "$SANITIZER" --tool "$tool" --error-exitcode 1 python benchmarks/cuda_sanitize.py
+    grep -m3 -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race" "$OUT_DIR/sanitizer_$tool.log" >>"$summary" || true
+  done
 else
-  note "build: FAILED (tail of $OUT_DIR/build.log below)"
-  tail -30 "$OUT_DIR/build.log" | tee -a "$summary"
+  note "compute-sanitizer: not on the PATH (nor in /usr/local/cuda/bin); skipped"
 fi
-python -c "from ncsn_fast.ops import available; print('backends on cuda:', available('instance_norm_pp_elu', 'cuda'))" 2>&1 | tail -1 | tee -a "$summary"
 
-# 2. GPU tests.
-timeout 90 python -m pytest tests/ops -m cuda -q -p no:cacheprovider >"$OUT_DIR/tests_cuda.log" 2>&1
-note "tests -m cuda: $(tail -1 "$OUT_DIR/tests_cuda.log")"
-timeout 45 python -m pytest tests/models/test_reference.py -q -p no:cacheprovider -k "forward" >"$OUT_DIR/tests_reference.log" 2>&1
-note "reference-model tests (CPU ops, this machine's torch): $(tail -1 "$OUT_DIR/tests_reference.log")"
+# 4. GPU tests (the CUDA kernels against the float64 reference, float64 gradcheck, opcheck, torch.compile).
+step "tests -m cuda" 90 "$OUT_DIR/tests_cuda.log" python -m pytest tests/ops -m cuda -q -p no:cacheprovider
 
-# 3. Benchmarks: the op at the issue's shapes, then the model forward. Ratio tables are in the logs' tails.
-# (torch.compile of the reference is timed for the forward only: each compile costs tens of seconds)
-timeout 150 python -m pytest benchmarks/bench_instance_norm_pp_elu.py -q -p no:cacheprovider \
-  -k "not (compiled and forward_backward)" \
-  --benchmark-json="$OUT_DIR/bench_op.json" >"$OUT_DIR/bench_op.log" 2>&1
-note "op benchmark: $(tail -1 "$OUT_DIR/bench_op.log")"
-timeout 45 python -m pytest benchmarks/bench_langevin.py -q -p no:cacheprovider -k langevin_step \
-  --benchmark-json="$OUT_DIR/bench_langevin.json" >"$OUT_DIR/bench_langevin.log" 2>&1
-note "langevin benchmark: $(tail -1 "$OUT_DIR/bench_langevin.log")"
-timeout 120 python -m pytest benchmarks/bench_model.py -q -p no:cacheprovider -k "not fused-compiled" \
-  --benchmark-json="$OUT_DIR/bench_model.json" >"$OUT_DIR/bench_model.log" 2>&1
-note "model benchmark: $(tail -1 "$OUT_DIR/bench_model.log")"
-
-# 4. Table 6 for CIFAR-10 and CelebA, fp32 and bf16, measured at the configs' batch sizes (no --quick).
+# 5. Benchmarks (ratio tables and the ceilings of this GPU are in the logs' tails).
+step "op benchmark" 90 "$OUT_DIR/bench_op.log" python -m pytest benchmarks/bench_instance_norm_pp_elu.py -q \
+  -p no:cacheprovider -k "not (compiled and forward_backward)" --benchmark-json="$OUT_DIR/bench_op.json"
+step "sde/langevin benchmark" 45 "$OUT_DIR/bench_update.log" python -m pytest benchmarks/bench_sde_step.py \
+  benchmarks/bench_langevin_step.py -q -p no:cacheprovider --benchmark-json="$OUT_DIR/bench_update.json"
+step "model benchmark (fp32 + bf16)" 120 "$OUT_DIR/bench_model.log" python -m pytest benchmarks/bench_model.py -q \
+  -p no:cacheprovider -k "not compiled and not frozen" --benchmark-json="$OUT_DIR/bench_model.json"
+step "sampling benchmark (fp32 + bf16)" 60 "$OUT_DIR/bench_sampling.log" python -m pytest \
+  benchmarks/bench_sampling.py -q -p no:cacheprovider --benchmark-json="$OUT_DIR/bench_sampling.json"
 for precision in bf16 fp32; do
-  timeout 50 ncsn-fast bench table6 --device cuda --datasets cifar10,celeba --precision "$precision" --k 3 \
-    --out "$OUT_DIR/table6_$precision" >"$OUT_DIR/table6_$precision.log" 2>&1
-  note "table6 $precision: $(tail -1 "$OUT_DIR/table6_$precision.log" | cut -c1-120)"
+  step "table6 $precision" 45 "$OUT_DIR/table6_$precision.log" ncsn-fast bench table6 --device cuda \
+    --datasets cifar10,celeba --precision "$precision" --k 3 --out "$OUT_DIR/table6_$precision"
 done
 
-# 5. Compact summary: ratio tables and the forward bandwidth of each provider.
+# 6. Compact summary, last: the step lines, then the ratio tables with each provider's fraction of the ceilings.
 {
-  echo "== ratios (time per call or per sample; x over reference, x over compiled)"
-  grep -h -A10 -E "^(instance_norm_pp_elu|ncsnv2-forward|langevin-step)" "$OUT_DIR"/bench_op.log \
-    "$OUT_DIR"/bench_langevin.log "$OUT_DIR"/bench_model.log | grep -E "^(instance|ncsnv2|langevin|  )" || true
-  python - "$OUT_DIR/bench_op.json" "$OUT_DIR/bench_langevin.json" <<'PY' || true
-import json, sys
-for path in sys.argv[1:]:
-    for b in json.load(open(path))["benchmarks"]:
-        gbs = b.get("extra_info", {}).get("effective_gb_per_s")
-        if gbs:
-            print(f"  {b['name']:55s} {gbs:8.1f} GB/s (compulsory bytes / min time)")
-PY
+  echo "== ratios (time per call or per sample; x over the baseline; GFLOP/s as % of this GPU's peak, same run)"
+  grep -h -A12 -E "^(machine ceilings|instance_norm_pp_elu|ncsnv2-forward|langevin-step|sde-step|sampling-digits)" \
+    "$OUT_DIR"/bench_op.log "$OUT_DIR"/bench_update.log "$OUT_DIR"/bench_model.log "$OUT_DIR"/bench_sampling.log \
+    2>/dev/null | grep -E "^(machine|instance|ncsnv2|langevin|sde|sampling|  )" || true
   cat "$OUT_DIR"/table6_*/table6.md 2>/dev/null || true
-} | tee -a "$summary"
+} >>"$summary"
+cat "$summary"

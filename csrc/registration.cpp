@@ -2,6 +2,11 @@
 // (csrc/cpu/*.cpp: CPU, csrc/cuda/*.cu: CUDA); fake (meta) kernels and autograd are registered from Python
 // (ncsn_fast/ops/*.py). Importing ncsn_fast._C loads this library; it has no Python bindings of its own.
 #include <torch/library.h>
+#include <torch/version.h>
+
+#include <string>
+
+#include "build_info.h"
 
 #ifndef NCSN_FAST_NO_PYTHON  // the CMake build (C++ tests) has no Python module
 #include <Python.h>
@@ -15,7 +20,52 @@ PyObject* PyInit__C(void) {
 }
 #endif
 
+namespace ncsn_fast {
+
+BuildFacts& build_facts() {
+  static BuildFacts facts;  // a function-local static: initialised before the first fact registers itself
+  return facts;
+}
+
+namespace {
+
+#define NCSN_STR2(x) #x
+#define NCSN_STR(x) NCSN_STR2(x)
+
+const BuildFact torch_fact("torch", [] {
+  return std::string(NCSN_STR(TORCH_VERSION_MAJOR) "." NCSN_STR(TORCH_VERSION_MINOR) "." NCSN_STR(TORCH_VERSION_PATCH));
+});
+const BuildFact compiler_fact("compiler", [] {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("gcc ") + __VERSION__;
+#else
+  return std::string("unknown");
+#endif
+});
+const BuildFact openmp_fact("openmp", [] {
+#ifdef _OPENMP
+  return std::string(NCSN_STR(_OPENMP));
+#else
+  return std::string("no");
+#endif
+});
+
+// "key: value" lines, one per fact.
+std::string build_info() {
+  std::string out;
+  for (const auto& [key, value] : build_facts()) out += key + ": " + value() + "\n";
+  return out;
+}
+
+}  // namespace
+}  // namespace ncsn_fast
+
 TORCH_LIBRARY(ncsn_fast, m) {
+  // How this library was built and which code paths it takes here ("key: value" lines): compiler, torch, OpenMP,
+  // the CPU instruction set each kernel chose at run time, the CUDA architectures compiled (ncsn-fast doctor).
+  m.def("build_info() -> str", &ncsn_fast::build_info);
   // InstanceNorm++ then ELU (apply_elu) in one statistics pass and one apply pass. Returns the output and, for the
   // backward, the per-(n, c) spatial mean and 1/sqrt(var + eps) in float32 (float64 for float64 inputs).
   m.def(

@@ -105,7 +105,7 @@ def test_help_imports_neither_torch_nor_triton():
     code = (
         "import sys\n"
         "from ncsn_fast.cli import main\n"
-        "for args in (['--help'], ['sample', '--help'], ['train', '--help'], ['fid', '--help']):\n"
+        "for args in (['--help'], ['sample', '--help'], ['train', '--help'], ['fid', '--help'], ['doctor', '-h']):\n"
         "    try:\n"
         "        main(args)\n"
         "    except SystemExit:\n"

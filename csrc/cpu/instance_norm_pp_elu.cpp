@@ -1,7 +1,7 @@
 // CPU kernels of ncsn_fast::instance_norm_pp_elu (forward and backward). NCHW inputs are processed per (n, c)
 // plane with at::parallel_for over planes; channels-last inputs per sample, vectorized across channels, without a
-// layout copy. The inner loops (instance_norm_pp_elu_impl.h) are compiled twice, generic and AVX2+FMA, and chosen
-// at run time.
+// layout copy. The inner loops (instance_norm_pp_elu_impl.h) are compiled twice, generic and AVX2+FMA+F16C, and
+// chosen at run time (reported by ncsn_fast::build_info).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -11,9 +11,11 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <string>
 #include <tuple>
 #include <vector>
 
+#include "../build_info.h"
 #include "../instance_norm_pp_elu.h"
 
 #define NCSN_NS generic
@@ -23,7 +25,7 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define NCSN_HAVE_AVX2_PATH 1
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #define NCSN_NS avx2
 #include "instance_norm_pp_elu_impl.h"
 #undef NCSN_NS
@@ -35,12 +37,17 @@ namespace {
 
 bool cpu_has_avx2() {
 #ifdef NCSN_HAVE_AVX2_PATH
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return has;
 #else
   return false;
 #endif
 }
+
+const BuildFact isa_fact("instance_norm_pp_elu cpu isa", [] {
+  return std::string(cpu_has_avx2() ? "avx2+fma+f16c" : "generic");
+});
 
 // Chooses the AVX2 or the generic instantiation of an inner-loop function.
 #ifdef NCSN_HAVE_AVX2_PATH

@@ -8,8 +8,10 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <string>
 #include <vector>
 
+#include "../build_info.h"
 #include "../philox.h"
 #include "../sde_step.h"
 
@@ -56,6 +58,11 @@ int isa_level() {
   return 0;
 #endif
 }
+
+const BuildFact isa_fact("sde_step_ cpu isa", [] {
+  const int level = isa_level();
+  return std::string(level == 2 ? "avx512f+dq+vl" : level == 1 ? "avx2+fma" : "generic");
+});
 
 constexpr int64_t kChunk = 4096;  // elements per task (a multiple of 4: chunks start on group boundaries)
 

@@ -17,14 +17,29 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
 #include <tuple>
 
+#include "../build_info.h"
 #include "../instance_norm_pp_elu.h"
 
 namespace ncsn_fast {
 namespace {
 
 constexpr int kThreads = 256;
+
+#define NCSN_CU_STR2(x) #x
+#define NCSN_CU_STR(x) NCSN_CU_STR2(x)
+// The architectures nvcc compiled this file for (TORCH_CUDA_ARCH_LIST), e.g. "800,900"; PTX for the last one is
+// JIT-compiled by the driver on newer GPUs when the list ends in +PTX.
+const BuildFact cuda_archs_fact("cuda archs", [] {
+#ifdef __CUDA_ARCH_LIST__
+  return std::string(NCSN_CU_STR(__CUDA_ARCH_LIST__));
+#else
+  return std::string("unknown (nvcc < 11.5)");
+#endif
+});
+const BuildFact cuda_runtime_fact("cuda runtime (compiled)", [] { return std::to_string(CUDART_VERSION); });
 
 template <typename A>
 __device__ __forceinline__ A warp_sum(A v) {
@@ -166,7 +181,9 @@ __global__ void grad_sums_nhwc_kernel(const T* __restrict__ dy, const T* __restr
 }
 
 // ------------------------------------------------------------------------------- per-sample coefficient blocks
-// One block per sample n, threads over channels. Parameters are (C,) (pstride 0) or (N, C) (pstride C), fp32.
+// One block per sample n, threads over channels. Parameters are (C,) (pstride 0) or (N, C) (pstride C), in the
+// accumulation type A (float64 for float64 inputs: a float32 copy of alpha, gamma, beta would cap a float64 run
+// at float32 accuracy, as the CPU kernel avoids too).
 
 // m = mean_c mu and q = 1 / sqrt(unbiased var_c mu + eps) of one sample, for every thread of the block.
 template <typename A>
@@ -181,8 +198,8 @@ __device__ void channel_stats(const A* mu, int64_t C, A eps, A* shared, A* m_out
 }
 template <typename A>
 __global__ void forward_coefficients_kernel(const A* __restrict__ mean, const A* __restrict__ rstd,
-                                            const float* __restrict__ alpha, const float* __restrict__ gamma,
-                                            const float* __restrict__ beta, int64_t C, int64_t pstride, A eps,
+                                            const A* __restrict__ alpha, const A* __restrict__ gamma,
+                                            const A* __restrict__ beta, int64_t C, int64_t pstride, A eps,
                                             A* __restrict__ a, A* __restrict__ b) {
   __shared__ A shared[32];
   const int64_t n = blockIdx.x;
@@ -199,7 +216,7 @@ __global__ void forward_coefficients_kernel(const A* __restrict__ mean, const A*
 
 template <typename A>
 __global__ void backward_coefficients_kernel(const A* __restrict__ mean, const A* __restrict__ rstd,
-                                             const float* __restrict__ alpha, const float* __restrict__ gamma,
+                                             const A* __restrict__ alpha, const A* __restrict__ gamma,
                                              const A* __restrict__ sg, const A* __restrict__ sgx, int64_t C,
                                              int64_t hw, int64_t pstride, A eps, A* __restrict__ dalpha,
                                              A* __restrict__ dgamma, A* __restrict__ k1, A* __restrict__ k2,
@@ -276,7 +293,8 @@ unsigned elementwise_blocks(int64_t total) {
   return static_cast<unsigned>(std::min<int64_t>(want, 65535 * 8));
 }
 
-at::Tensor param_f32(const at::Tensor& p) { return p.to(at::kFloat).contiguous(); }
+// Parameters as contiguous (N or 1, C) in the accumulation type (as the CPU kernel's param_as).
+at::Tensor param_as(const at::Tensor& p, at::ScalarType acc) { return p.to(acc).contiguous(); }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_cuda(const at::Tensor& x_in,
                                                                           const at::Tensor& alpha_in,
@@ -292,8 +310,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_cuda(const a
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), total = x.numel();
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const bool has_beta = beta_in.has_value() && beta_in->defined();
-  const at::Tensor alpha = param_f32(alpha_in), gamma = param_f32(gamma_in);
-  const at::Tensor beta = has_beta ? param_f32(*beta_in) : at::Tensor();
+  const at::Tensor alpha = param_as(alpha_in, acc), gamma = param_as(gamma_in, acc);
+  const at::Tensor beta = has_beta ? param_as(*beta_in, acc) : at::Tensor();
   at::Tensor out = at::empty(x.sizes(), x.options(), fmt);
   at::Tensor mean = at::empty({N, C}, x.options().dtype(acc));
   at::Tensor rstd = at::empty({N, C}, x.options().dtype(acc));
@@ -313,8 +331,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_cuda(const a
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     forward_coefficients_kernel<A><<<N, kThreads, 0, stream>>>(
-        mp, rp, alpha.const_data_ptr<float>(), gamma.const_data_ptr<float>(),
-        has_beta ? beta.const_data_ptr<float>() : nullptr, C, pstride, A(eps), a.mutable_data_ptr<A>(),
+        mp, rp, alpha.const_data_ptr<A>(), gamma.const_data_ptr<A>(), has_beta ? beta.const_data_ptr<A>() : nullptr,
+        C, pstride, A(eps), a.mutable_data_ptr<A>(),
         b.mutable_data_ptr<A>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const unsigned blocks = elementwise_blocks(total);
@@ -345,7 +363,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), total = x.numel();
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor mean = mean_in.to(acc).contiguous(), rstd = rstd_in.to(acc).contiguous();
-  const at::Tensor alpha = param_f32(alpha_in), gamma = param_f32(gamma_in);
+  const at::Tensor alpha = param_as(alpha_in, acc), gamma = param_as(gamma_in, acc);
   auto stat = [&] { return at::empty({N, C}, x.options().dtype(acc)); };
   at::Tensor sg = stat(), sgx = stat(), dalpha = stat(), dgamma = stat(), k1 = stat(), k2 = stat(), k3 = stat();
   at::Tensor dx = at::empty(x.sizes(), x.options(), fmt);
@@ -368,7 +386,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     backward_coefficients_kernel<A><<<N, kThreads, 0, stream>>>(
-        mp, rp, alpha.const_data_ptr<float>(), gamma.const_data_ptr<float>(), sg.const_data_ptr<A>(),
+        mp, rp, alpha.const_data_ptr<A>(), gamma.const_data_ptr<A>(), sg.const_data_ptr<A>(),
         sgx.const_data_ptr<A>(), C, HW, pstride, A(eps), dalpha.mutable_data_ptr<A>(), dgamma.mutable_data_ptr<A>(),
         k1.mutable_data_ptr<A>(), k2.mutable_data_ptr<A>(), k3.mutable_data_ptr<A>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -47,10 +47,20 @@ def draw_seed(generator: torch.Generator | None) -> int:
 
 
 def _with_precision(score: Score, precision: str, device: torch.device) -> Score:
-    """The network under autocast in bf16/fp16; the sampler state and the update stay float32."""
+    """The network in bf16/fp16; the sampler state and the update stay float32.
+
+    An ncsn-fast model (or its bound ``score``/``forward``) is copied once per run with its weights in the precision
+    and channels-last (:func:`ncsn_fast.precision.half_network`: no per-call weight casts, σ and Technique 3 in
+    float32); any other callable runs under autocast."""
+    from ncsn_fast.precision import half_network
+
     dtype = check_precision("precision", precision)
     if dtype is None:
         return score
+    model = model_of(score)
+    name = "forward" if score is model else getattr(score, "__name__", None)
+    if model is not None and name in ("forward", "score"):
+        return getattr(half_network(model, precision), name)
 
     def autocast_score(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype):
