@@ -46,8 +46,10 @@ def test_every_readme_sample_line_gives_digits(line, judge, tmp_path, capsys):
     if "--n" not in args:
         args += ["--n", "60"]
     assert main([*args, "--quiet", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
-    err = capsys.readouterr().err
-    assert "warning" not in err, err  # a README line must not warn about its own schedule or range
+    # a README line must not warn about its own schedule or range; a warning about this machine (bf16 emulated on
+    # a CPU without bf16 units) is about where it runs, not about the line
+    err = [w for w in capsys.readouterr().err.splitlines() if "emulated" not in w]
+    assert not any("warning" in w for w in err), err
     samples = torch.load(tmp_path / "out" / "samples.pt", weights_only=True)
     if "--interpolate" in args:  # the endpoints of each row are plain samples; the middle ones are blends
         k = int(args[args.index("--interpolate") + 1]) + 2
