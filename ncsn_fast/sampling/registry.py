@@ -23,10 +23,10 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 # The sampler used for `--nfe N` without `--sampler`: (largest budget it is chosen for, name, options), from the
-# README's measurements on the bundled digits model (100 samples a row, the tests' judge): dpmpp_2m_sde 0.85, 0.79,
+# README's measurements on the bundled digits model (100 samples a row, the tests' judge): dpmpp_2m_sde 0.84, 0.79,
 # 0.86, 0.84 confident at 10, 15, 25, 50 evaluations (the best of the eight up to 50); above, heun with churn 40
-# (0.93 at 100; dpmpp_2m_sde 0.83); ALD on the model's own schedule (246) 0.89. On the 64-D mixture both are within
-# 0.011 weight, 1.4% mean and 4% std from 25 evaluations (dpmpp_2m_sde) and 50 (heun, churn 40) on.
+# (0.93 at 100; dpmpp_2m_sde 0.83); ALD on the model's own schedule (246) 0.89. On the 64-D mixture dpmpp_2m_sde at
+# 25 is within 0.011 weight, 1.0% mean and 4.0% std, heun with churn 40 at 50 within 0.017, 1.0% and 4.8%.
 RECOMMENDED: list[tuple[int, str, dict[str, Any]]] = [
     (50, "dpmpp_2m_sde", {}),
     (10**9, "heun", {"churn": 40.0}),
