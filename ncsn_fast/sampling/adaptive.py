@@ -24,7 +24,7 @@ import torch
 
 from ncsn_fast.sampling import runtime
 from ncsn_fast.sampling.runtime import Score
-from ncsn_fast.sampling.samplers import min_nfe, prepare, sigma_tensor
+from ncsn_fast.sampling.samplers import denoised, min_nfe, prepare, sigma_tensor
 from ncsn_fast.validation import check_positive
 
 
@@ -96,7 +96,7 @@ def adaptive(
         h = min(t, safety * h * max(err, 1e-10) ** (-exponent)) if t > 0 else h
     if denoise or capped:
         s_end = sigma(t)
-        x = x + s_end**2 * net(x, sigma_tensor(x, s_end)).to(x.dtype)
+        x = denoised(net, x, s_end)
         used += 1
         bar.update(1)
     bar.close()

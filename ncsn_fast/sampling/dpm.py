@@ -19,13 +19,8 @@ import torch
 
 from ncsn_fast.sampling import runtime
 from ncsn_fast.sampling.runtime import Score
-from ncsn_fast.sampling.samplers import min_nfe, prepare, sigma_tensor
+from ncsn_fast.sampling.samplers import denoised, min_nfe, prepare
 from ncsn_fast.sampling.schedules import karras_sigmas
-
-
-def _denoised(net: Score, x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """D(x, σ) = x + σ²·s(x, σ): the data prediction (k-diffusion's denoiser convention)."""
-    return x + sigma**2 * net(x, sigma_tensor(x, sigma)).to(x.dtype)
 
 
 @torch.no_grad()
@@ -57,7 +52,7 @@ def dpmpp_2m(
     bar = runtime.progress_bar(nfe, "dpmpp_2m", progress)
     for i in range(nfe):
         s, s_next = sigmas[i], sigmas[i + 1]
-        d = _denoised(net, x, s)
+        d = denoised(net, x, s)
         if s_next == 0:
             x = d  # σ = 0: the data prediction itself
         else:
@@ -112,7 +107,7 @@ def dpmpp_2m_sde(
     bar = runtime.progress_bar(nfe, "dpmpp_2m_sde", progress)
     for i in range(nfe):
         s, s_next = sigmas[i], sigmas[i + 1]
-        d = _denoised(net, x, s)
+        d = denoised(net, x, s)
         if s_next == 0:
             x = d
         else:

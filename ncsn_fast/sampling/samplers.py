@@ -34,6 +34,12 @@ def sigma_tensor(x: torch.Tensor, value: float) -> torch.Tensor:
     return torch.full((x.shape[0],), float(value), dtype=torch.float32, device=x.device)
 
 
+def denoised(net: Score, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """D(x, σ) = x + σ²·s(x, σ): Tweedie's estimate of the clean sample, the data prediction of k-diffusion's
+    denoiser convention and every sampler's final denoising step (NCSNv2 Appendix). Shape of ``x``."""
+    return x + sigma**2 * net(x, sigma_tensor(x, sigma)).to(x.dtype)
+
+
 def prepare(
     score: Score,
     x0: torch.Tensor,
@@ -133,7 +139,7 @@ def cas(
             runtime.check_finite(x, "cas", i, s_i)
         bar.update(1)
     if denoise:
-        x = x + sigmas[-1] ** 2 * net(x, sigma_tensor(x, sigmas[-1])).to(x.dtype)
+        x = denoised(net, x, sigmas[-1])
         runtime.check_finite(x, "cas", L - 1, sigmas[-1])
         bar.update(1)
     bar.close()
