@@ -231,6 +231,15 @@ class NoiseStream:
         self.offset += 1
         return x
 
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """z ~ N(0, I) of x's shape as a tensor, the next draw of this stream (for samplers whose update needs z
+        twice, e.g. the adaptive solver's two increments): the fused op's Philox z on a zero state, or
+        ``torch.randn`` from ``generator`` where the stream is not fused."""
+        if not self.fused(x):
+            self.offset += 1
+            return randn_like(x, self.generator)
+        return self.step_(torch.zeros_like(x, memory_format=torch.contiguous_format), None, 1.0, 0.0, 1.0)
+
     def finite(self, x: torch.Tensor) -> bool:
         """Whether the last step left x finite (from the fused op's sums on the CPU; a check of x otherwise)."""
         if self.fused(x) and self.stats is not None and x.device.type == "cpu":

@@ -5,6 +5,7 @@ denoiser."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from ncsn_fast.sampling import Denoiser, get_sampler, minimum_nfe, prior_samples
 from ncsn_fast.sampling.registry import SAMPLERS
 from tests.conftest import cpu_backends
 from tests.gmm import GaussianMixture
+from tests.sampling.moments import TARGETS, Z_BOUND, mean_chi2, variance_ratio
 
 FUSED = [b for b in cpu_backends("sde_step_") if b != "reference"]
 
@@ -51,42 +53,91 @@ def test_deterministic_solvers_converge_at_their_order(name, order):
     assert abs(slope - order) <= 0.3, (name, slope, errs)
 
 
-@pytest.mark.parametrize(
-    ("name", "nfe", "options"),
-    [
-        ("dpmpp_2m_sde", 200, {}),
-        ("cas", 200, {}),
-        ("pc", 400, {}),
-        ("heun", 201, {"churn": 10.0}),
-        ("adaptive", 4000, {"rel_tol": 0.005, "abs_tol": 0.001}),  # EM overshoots the noise: small steps
-    ],
-)
-def test_stochastic_samplers_reach_the_gaussian_targets_moments(name, nfe, options):
-    """Mean and variance of N(μ, s²I) within 3 standard errors (4000 chains × 8 dimensions)."""
-    g = Gaussian(dim=8, s=0.5)
-    n, smax = 4000, 10.0
-    x0 = prior_samples(n, (8,), smax, torch.Generator().manual_seed(2)).double() + g.mu
-    out = get_sampler(name)(g.score, x0, nfe, smax, 0.01, torch.Generator().manual_seed(3), **options)
-    centred = out - g.mu
-    mean_se = g.s / math.sqrt(n)
-    assert (centred.mean(0).abs() <= 3 * mean_se + 2e-3).all(), (name, centred.mean(0))
-    var, var_se = float(centred.var(0).mean()), g.s**2 * math.sqrt(2 / (n - 1)) / math.sqrt(8)
-    assert abs(var - g.s**2) <= 3 * var_se + 0.02 * g.s**2, (name, var)
+# Every sampler at its DEFAULT options (the ones users run), with the budget and the variance bias it is allowed on
+# the Gaussian targets, measured on 4000 chains (relative to s⁴/(s² + σ_min²)): cas' default η shrinks the variance
+# by 3-6% (its docstring: within 8%); pc at 400 is 2-3% wide, euler at 400 1-2% narrow (first order); adaptive has
+# Algorithm 1's own excess at the paper's tolerances, 1-2% on the issue's zero-mean target and 4-7% on the shifted
+# ones (the authors' loop, written out in test_adaptive.py, gives the same samples); ald is tested against its own
+# exact recursion below. The rest are within 1%.
+DEFAULT_RUNS = {
+    "dpmpp_2m_sde": (100, 0.02),
+    "cas": (200, 0.08),
+    "pc": (400, 0.05),
+    "heun": (101, 0.02),
+    "euler": (400, 0.03),
+    "dpmpp_2m": (100, 0.02),
+    "adaptive": (10**5, 0.08),
+}
 
 
-def test_adaptive_takes_fewer_evaluations_as_the_tolerance_loosens_and_stays_within_it():
-    g = Gaussian(dim=8, s=0.5)
-    x0 = prior_samples(2000, (8,), 10.0, torch.Generator().manual_seed(2)).double() + g.mu
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("name", sorted(DEFAULT_RUNS))
+def test_every_sampler_at_its_default_options_reaches_the_gaussian_targets_moments(name, target):
+    """Mean (χ² of the standardised mean vector) and pooled variance within their sampling distributions' 1e-4
+    bounds (4000 chains), plus the sampler's measured bias allowance on the variance (DEFAULT_RUNS)."""
+    g, n, smin = TARGETS[target], 4000, 0.01
+    nfe, allowance = DEFAULT_RUNS[name]
+    out = get_sampler(name)(g.score, g.prior(n, 2), nfe, g.sigma_max, smin, torch.Generator().manual_seed(3))
+    var = g.output_variance(smin)
+    stat, bound = mean_chi2(out, g.mu, var)
+    assert stat <= bound, (name, target, stat, bound)
+    ratio, se = variance_ratio(out, var)
+    assert abs(ratio - 1) <= Z_BOUND * se + allowance, (name, target, ratio, se)
+
+
+def test_heun_with_churn_reaches_the_gaussian_targets_moments():
+    g, n, smin = TARGETS["aniso16"], 4000, 0.01
+    out = get_sampler("heun")(g.score, g.prior(n, 2), 201, g.sigma_max, smin, torch.Generator().manual_seed(3),
+                              churn=10.0)  # fmt: skip
+    var = g.output_variance(smin)
+    stat, bound = mean_chi2(out, g.mu, var)
+    ratio, se = variance_ratio(out, var)
+    assert stat <= bound and abs(ratio - 1) <= Z_BOUND * se + 0.02, (stat, bound, ratio)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("nfe", [51, 201])
+def test_ald_at_its_default_options_matches_its_exact_gaussian_recursion(target, nfe):
+    """On Gaussian data every Langevin step x ← x + α·(μ − x)/(s² + σ²) + √(2α)·z is linear, so the output's
+    mean and variance follow exactly from m ← m + α(μ − m)/v, V ← (1 − α/v)²·V + 2α, then the denoising step: the
+    truth for ALD, whose output is not the data distribution at a finite step size (Eq. (6) of the paper)."""
+    g, n, smin = TARGETS[target], 4000, 0.01
+    L = (nfe - 1) // 5  # ald's default: T = 5 steps per level, denoising last
+    sigmas = torch.tensor([g.sigma_max * (smin / g.sigma_max) ** (i / (L - 1)) for i in range(L)], dtype=torch.float64)
+    eps = T.langevin_step_lr(T.geometric_ratio(g.sigma_max, smin, L), smin, 5)  # the default ε: an input here
+    m, V = g.mu.clone(), torch.full_like(g.mu, g.sigma_max**2)
+    for sig in sigmas.tolist():
+        a = eps * sig**2 / smin**2
+        v = g.s**2 + sig**2
+        for _ in range(5):
+            m, V = m + a * (g.mu - m) / v, (1 - a / v) ** 2 * V + 2 * a
+    k = smin**2 / (g.s**2 + smin**2)  # the denoising step x + σ_L²·s(x, σ_L) is x·(1 − k) + μ·k
+    m, V = m * (1 - k) + g.mu * k, V * (1 - k) ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the coarse-schedule warning at 51 evaluations is the point of the test
+        out = get_sampler("ald")(g.score, g.prior(n, 2), nfe, g.sigma_max, smin, torch.Generator().manual_seed(3))
+    stat, bound = mean_chi2(out, m, V)
+    assert stat <= bound, (target, stat, bound)
+    ratio, se = variance_ratio(out, V)
+    assert abs(ratio - 1) <= Z_BOUND * se, (target, ratio, se)
+
+
+def test_adaptive_takes_fewer_evaluations_as_the_tolerance_loosens():
+    """NFE falls as rel_tol loosens, and the zero-mean target's std stays within max(2%, 2·rel_tol). (On shifted
+    targets Algorithm 1's per-sample rejection, whose relative tolerance grows with |x'|, keeps a variance excess
+    that tightening rel_tol does not remove — the authors' loop does the same: test_adaptive.py.)"""
+    g = TARGETS["iso64"]
+    x0 = g.prior(1000, 2)
     used, errors = [], []
     for rel in (0.005, 0.02, 0.1):
         info: dict = {}
-        out = get_sampler("adaptive")(g.score, x0, 10**5, 10.0, 0.01, torch.Generator().manual_seed(3),
+        out = get_sampler("adaptive")(g.score, x0, 10**5, g.sigma_max, 0.01, torch.Generator().manual_seed(3),
                                       rel_tol=rel, info=info)  # fmt: skip
         assert not info["capped"]
         used.append(info["nfe"])
-        errors.append(abs(float((out - g.mu).std()) - g.s) / g.s)
+        errors.append(abs(float(out.std(0).mean()) / float(g.output_variance(0.01).sqrt().mean()) - 1))
     assert used[0] > used[1] > used[2], used
-    assert all(err <= max(0.05, 2 * rel) for err, rel in zip(errors, (0.005, 0.02, 0.1), strict=True)), errors
+    assert all(err <= max(0.02, 2 * rel) for err, rel in zip(errors, (0.005, 0.02, 0.1), strict=True)), errors
 
 
 def test_the_recommended_sampler_finds_the_mixtures_modes_at_25_evaluations():
