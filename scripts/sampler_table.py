@@ -30,7 +30,7 @@ def rows() -> dict[str, tuple[str, dict]]:
     return {name: (name, {}) for name in SAMPLERS} | VARIANTS
 
 
-def gmm_table(n: int) -> list[dict]:
+def gmm_table(n: int, only: list[str] | None = None) -> list[dict]:
     from tests.gmm import GaussianMixture
 
     gm = GaussianMixture(dim=64, weights=(0.2, 0.3, 0.5))
@@ -41,6 +41,8 @@ def gmm_table(n: int) -> list[dict]:
     print("| sampler | NFE | weight error | mean error | std error | seconds |\n|---|---|---|---|---|---|")
     out_rows = []
     for label, (name, options) in rows().items():
+        if only and label not in only:
+            continue
         for nfe in NFES:
             g = torch.Generator().manual_seed(2)
             x0 = init_samples(n, (64,), g).double() if name == "ald" else prior_samples(n, (64,), sigma_1, g).double()
@@ -112,7 +114,7 @@ def main() -> None:
     a = p.parse_args()
     out = Path(a.out)
     if a.what == "gmm":
-        result = gmm_table(a.n or 4000)
+        result = gmm_table(a.n or 4000, a.only)
     else:
         result = digits_table(a.n or 100, out, a.only)
         from ncsn_fast.plotting import sampler_comparison_figure, save_figure
