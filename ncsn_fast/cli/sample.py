@@ -9,17 +9,35 @@ from typing import Any
 
 from ncsn_fast.cli import common
 from ncsn_fast.cli.common import CommandError
+from ncsn_fast.vocab import SAMPLER_OPTIONS
 
 GRID_MAX = 100
-# sampler options as flags, and the samplers that take them
-OPTION_SAMPLERS = {
-    "snr": ("pc",),
-    "churn": ("heun",),
-    "eta": ("cas", "dpmpp_2m_sde"),
-    "rho": ("heun", "euler", "dpmpp_2m", "dpmpp_2m_sde"),
-    "rel_tol": ("adaptive",),
-    "abs_tol": ("adaptive",),
+# Each sampler option (ncsn_fast.vocab.SAMPLER_OPTIONS: which sampler takes which) → (flag, dest, type, help); the
+# help text names the samplers that take it, and _check_args refuses it for the others.
+OPTION_FLAGS: dict[str, tuple[str, str, Any, str]] = {
+    "n_steps_each": ("--steps", "steps", int, "Langevin steps per noise level T (default: the config's; with --nfe 5)"),
+    "step_lr": ("--step-lr", "step_lr", float, "ε (default: the config's, or Technique 4 for another T)"),
+    "snr": ("--snr", "snr", float, "corrector signal-to-noise ratio (default 0.16)"),
+    "churn": ("--churn", "churn", float, "heun's stochastic churn S_churn (default 0)"),
+    "eta": ("--eta", "eta", float, "cas: step fraction η (default 1 − 0.95/γ); dpmpp_2m_sde: η (default 1)"),
+    "rho": ("--rho", "rho", float, "Karras schedule ρ (default 7)"),
+    "rel_tol": ("--rel-tol", "rel_tol", float, "relative tolerance (default 0.05)"),
+    "abs_tol": ("--abs-tol", "abs_tol", float, "absolute tolerance (default 0.0078)"),
 }
+DENOISE_HELP = "the final denoising step (default: ald the config's sampling.denoise, cas and adaptive on)"
+# ald on its own schedule only: (flag, dest)
+ALD_SCHEDULE_FLAGS = (("--inpaint", "inpaint"), ("--interpolate", "interpolate"), ("--every", "every"),
+                      ("--data-init", "data_init"))  # fmt: skip
+
+
+def _takers(option: str) -> str:
+    return ", ".join(name for name, options in SAMPLER_OPTIONS.items() if option in options)
+
+
+def _flags(sampler: str) -> str:
+    """The flags of a sampler's options, e.g. heun: "--rho, --churn"."""
+    flags = [OPTION_FLAGS[o][0] if o in OPTION_FLAGS else "--denoise/--no-denoise" for o in SAMPLER_OPTIONS[sampler]]
+    return ", ".join(flags)
 
 
 def register(sub: Any) -> None:
@@ -27,24 +45,21 @@ def register(sub: Any) -> None:
     common.add_model_args(s)
     s.add_argument("--n", type=int, default=36, help="number of samples (rows when interpolating)")
     s.add_argument("--batch-size", type=int, help="samples per batch (default: the config's sampling.batch_size)")
-    s.add_argument("--steps", type=int, help="Langevin steps per noise level T (default: the config's)")
-    s.add_argument("--step-lr", type=float, help="ε (default: the config's, or Technique 4 for another T)")
-    s.add_argument("--every", type=int, help="use every K-th noise level only (fast preview; ε by Technique 4)")
-    s.add_argument("--denoise", dest="denoise", action="store_true", default=None, help="default: the config's")
-    s.add_argument("--no-denoise", dest="denoise", action="store_false")
+    s.add_argument("--every", type=int, help="ald on its own schedule: every K-th noise level only (fast preview; ε "
+                   "by Technique 4)")  # fmt: skip
     common.add_runtime_args(s)
     s.add_argument(
         "--sampler",
-        help="ald (default without --nfe: the config's full schedule), dpmpp_2m_sde, dpmpp_2m, heun, euler, cas, pc, "
-        "adaptive; with --nfe alone: the recommended sampler for that budget (README)",
+        help="; ".join(f"{name}: {_flags(name)}" for name in SAMPLER_OPTIONS)
+        + " (default: ald on the config's full schedule; with --nfe alone: the sampler recommended for that budget, "
+        "README)",
     )
     s.add_argument("--nfe", type=int, help="score-evaluation budget (default: ald's full schedule; 100 for others)")
-    s.add_argument("--snr", type=float, help="pc: corrector signal-to-noise ratio (default 0.16)")
-    s.add_argument("--churn", type=float, help="heun: stochastic churn S_churn (default 0)")
-    s.add_argument("--eta", type=float, help="cas: step fraction η (default 1 − 0.95/γ); dpmpp_2m_sde: η (default 1)")
-    s.add_argument("--rho", type=float, help="heun, euler, dpmpp_2m(_sde): Karras schedule ρ (default 7)")
-    s.add_argument("--rel-tol", type=float, help="adaptive: relative tolerance (default 0.05)")
-    s.add_argument("--abs-tol", type=float, help="adaptive: absolute tolerance (default 0.0078)")
+    for option, (flag, dest, kind, text) in OPTION_FLAGS.items():
+        s.add_argument(flag, dest=dest, type=kind, help=f"{_takers(option)}: {text}")
+    s.add_argument("--denoise", dest="denoise", action="store_true", default=None, help=f"{_takers('denoise')}: "
+                   f"{DENOISE_HELP}")  # fmt: skip
+    s.add_argument("--no-denoise", dest="denoise", action="store_false")
     s.add_argument("--out", default="samples", help="output folder for samples.png and samples.pt")
     s.add_argument("--interpolate", type=int, metavar="N", help="N interpolations between pairs (Appendix B.2)")
     s.add_argument("--inpaint", metavar="IMAGE", help="image (PNG, JPEG or .pt) whose known pixels are kept")
@@ -67,25 +82,44 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CommandError("--inpaint and --mask go together: give both or neither")
     if args.inpaint is not None and args.interpolate is not None:
         raise CommandError("--inpaint and --interpolate cannot be combined")
+    chosen, explicit = f"--sampler {args.sampler}", args.sampler is not None
     if args.sampler is None:
         args.sampler = "ald"
         if args.nfe is not None:  # the recommended sampler for the budget (ncsn_fast.sampling.recommended)
             from ncsn_fast.sampling import recommended
 
             args.sampler, args.recommended_options = recommended(args.nfe)
-    budget = args.sampler != "ald" or args.nfe is not None
-    if budget and (args.inpaint or args.interpolate or args.every or args.data_init):
-        raise CommandError(
-            f"--sampler {args.sampler} --nfe: --inpaint, --interpolate, --every, --data-init go with ald only"
-        )
-    for flag, samplers in OPTION_SAMPLERS.items():
-        if getattr(args, flag) is not None and args.sampler not in samplers:
-            raise CommandError(f"--{flag.replace('_', '-')}: an option of {', '.join(samplers)}, not of {args.sampler}")
+            chosen = f"{args.sampler} (the sampler for --nfe {args.nfe})"
+    _check_contradictions(args, chosen, explicit)
     common.check_input_file("--inpaint", args.inpaint)
     common.check_input_file("--mask", args.mask)
     common.positive_int("--seed", args.seed, 0)
     if args.cuda_graphs and not args.device.startswith("cuda"):
         raise CommandError(f"--cuda-graphs: needs --device cuda (the samples would be on {args.device})")
+
+
+def _check_contradictions(args: argparse.Namespace, chosen: str, explicit: bool) -> None:
+    """Options the run would ignore: one line naming the flag, the sampler (``chosen``: as the user asked for it;
+    ``explicit``: by --sampler), and what that sampler does take."""
+    for flag, dest in ALD_SCHEDULE_FLAGS:
+        if not getattr(args, dest):
+            continue
+        if args.sampler != "ald" and explicit:
+            raise CommandError(
+                f"{flag}: goes with ald on its own schedule (--sampler ald or none, without --nfe), not with {chosen}"
+            )
+        if args.nfe is not None:
+            raise CommandError(f"{flag}: goes with ald on its own schedule, without --nfe: drop --nfe {args.nfe}")
+    if args.sampler not in SAMPLER_OPTIONS:
+        return  # an unknown name: the plan's check names the choices
+    given = {o: getattr(args, f[1]) for o, f in OPTION_FLAGS.items()} | {"denoise": args.denoise}
+    for option, value in given.items():
+        if value is None or option in SAMPLER_OPTIONS[args.sampler]:
+            continue
+        flag = OPTION_FLAGS[option][0] if option in OPTION_FLAGS else "--denoise" if value else "--no-denoise"
+        raise CommandError(
+            f"{flag}: an option of {_takers(option)}, not of {chosen}, which takes {_flags(args.sampler)}"
+        )
 
 
 def _verbose_callback(args: argparse.Namespace) -> Any:

@@ -42,8 +42,9 @@ def dpmpp_2m(
 
     N = nfe steps on the Karras schedule (ρ = ``rho``) σ_0 = σ_max … σ_{N−1} = σ_min, σ_N = 0. Step i (h = λ_{i+1} −
     λ_i, λ = −ln σ, r = h_{i−1}/h): D_i = D(x_i, σ_i); D' = (1 + 1/(2r))·D_i − (1/(2r))·D_{i−1} (D_i at the first
-    step); x_{i+1} = (σ_{i+1}/σ_i)·x_i − expm1(−h)·D'; the last step (σ_{N} = 0) returns D'. Second order: the
-    global error falls as 1/N². Shapes: ``x0`` (N, …) at noise level σ_max; ``generator``/``seed`` unused.
+    step); x_{i+1} = (σ_{i+1}/σ_i)·x_i − expm1(−h)·D'; the last step (σ_N = 0) returns the current prediction
+    D_{N−1} = D(x_{N−1}, σ_min), not the extrapolation D' (as k-diffusion). Second order: the global error falls as
+    1/N². Shapes: ``x0`` (N, …) at noise level σ_max; ``generator``/``seed`` unused.
     """
     min_nfe("dpmpp_2m", nfe, 2)
     net, _, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)

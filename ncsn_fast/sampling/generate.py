@@ -22,10 +22,11 @@ from ncsn_fast.precision import check_precision
 from ncsn_fast.sampling import runtime
 from ncsn_fast.sampling.initial import init_samples, prior_samples
 from ncsn_fast.sampling.langevin import annealed_langevin, tweedie_denoise
-from ncsn_fast.sampling.registry import get_sampler, minimum_nfe
+from ncsn_fast.sampling.registry import get_sampler, minimum_nfe, sampler_parameters
 from ncsn_fast.sampling.schedules import thin_schedule
 from ncsn_fast.seeding import derive_seed
 from ncsn_fast.validation import check_int, check_positive
+from ncsn_fast.vocab import SAMPLER_OPTIONS
 
 if TYPE_CHECKING:
     from ncsn_fast.config import Config
@@ -61,8 +62,14 @@ class SamplingPlan:
         check_int("seed", self.seed, 0)
         check_precision("precision", self.precision)
         runtime.check_backend("backend", self.backend)
+        taken = sampler_parameters(self.sampler)
+        given = [name for name in ("n_steps_each", "step_lr", "denoise") if getattr(self, name) is not None]
+        for name in [*given, *self.options]:
+            if name not in taken:
+                raise ValueError(f"{name}: not an option of the {self.sampler} sampler, which takes {', '.join(taken)}")
         if self.budget and self.every:
-            raise ValueError(f"every: thinning is for ald on the config's schedule, not sampler {self.sampler!r}")
+            why = f"nfe={self.nfe}" if self.sampler == "ald" else f"sampler {self.sampler!r}"
+            raise ValueError(f"every: thins ald's own schedule (the config's, without nfe); not for {why}")
         if self.budget:
             opts = {**self.options, "n_steps_each": self.n_steps_each or 5}
             least = minimum_nfe(self.sampler, **opts)
@@ -128,12 +135,15 @@ class ResolvedPlan:
         if not p.budget:
             out.update(steps_each=self.n_steps_each, step_lr=self.step_lr, levels=len(self.sigmas))
         out.update({f"option_{k}": v for k, v in p.options.items()})
+        if p.budget and p.sampler != "ald" and p.denoise is not None:
+            out["option_denoise"] = p.denoise
         return out
 
     def describe(self) -> str:
         p = self.plan
         if p.budget:
-            opts = "".join(f" {k}={v}" for k, v in p.options.items())
+            given = {"denoise": p.denoise} if p.denoise is not None and p.sampler != "ald" else {}
+            opts = "".join(f" {k}={v}" for k, v in {**p.options, **given}.items())
             return f"sampler={p.sampler} nfe≤{self.nfe}{opts}"
         return (
             f"L={len(self.sigmas)} T={self.n_steps_each} ε={self.step_lr:.3g} ({self.step_lr_origin}) "
@@ -146,9 +156,10 @@ def batch_seed(seed: int, index: int) -> int:
     return derive_seed(seed, index)
 
 
-def check_data_range(cfg: Config, x: torch.Tensor, where: str = "samples") -> None:
+def check_data_range(cfg: Config, x: torch.Tensor, where: str = "samples", sampler: str = "ald") -> None:
     """Warn when samples (in the model's data space) leave the data range by far: a chain that exploded to huge
-    finite values (a step size far too large) would otherwise give a grid of saturated noise silently."""
+    finite values (a step size far too large) would otherwise give a grid of saturated noise silently. The warning
+    names only parameters of ``sampler``, the sampler that ran."""
     lo, hi = (-1.0, 1.0) if cfg.data.rescaled else (0.0, 1.0)
     if cfg.data.logit_transform:
         lo, hi = -14.0, 14.0  # logit(1e-6) … logit(1 − 1e-6)
@@ -157,9 +168,17 @@ def check_data_range(cfg: Config, x: torch.Tensor, where: str = "samples") -> No
     if outside > 0.01:
         warnings.warn(
             f"{where}: {100 * outside:.0f}% of the values are far outside the data range [{lo:g}, {hi:g}] "
-            f"(|x| up to {float(x.abs().max()):.3g}): the chain did not converge; check the step size (step_lr)",
+            f"(|x| up to {float(x.abs().max()):.3g}): the chain did not converge; {_convergence_hint(sampler)}",
             stacklevel=3,
         )
+
+
+def _convergence_hint(sampler: str) -> str:
+    options = SAMPLER_OPTIONS.get(sampler, ())
+    if "step_lr" in options:
+        return "check the step size (step_lr)"
+    named = f" and its options ({', '.join(options)})" if options else ""
+    return f"check the {sampler} sampler's nfe{named}"
 
 
 @dataclass
@@ -207,7 +226,7 @@ def sample_batches(
         for b in mine:
             gen = torch.Generator().manual_seed(batch_seed(p.seed, b))
             x = _sample_one(model, cfg, resolved, sizes[b], shape, gen, device, data, bar, rt, callback, both_modes)
-            check_data_range(cfg, x[0])
+            check_data_range(cfg, x[0], sampler=p.sampler)
             images = [inverse_data_transform(cfg, t.float()) for t in x]
             yield SampleBatch(b, images[0], images[1] if both_modes else None)
     finally:
@@ -246,6 +265,8 @@ def _sample_one(model, cfg, r: ResolvedPlan, size, shape, gen, device, data, bar
         options.update(n_steps_each=r.n_steps_each, step_lr=p.step_lr, denoise=r.denoise)
     else:
         x0 = cl(prior_samples(size, shape, sigma_max, gen, device))
+        if p.denoise is not None:  # cas, adaptive: denoise only when asked (check() refused it for the others)
+            options.update(denoise=p.denoise)
     sampler = get_sampler(p.sampler)
     return (sampler(model.score, x0, r.nfe, sigma_max, sigma_min, gen, progress=bar, **rt, **options),)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,19 @@ def get_sampler(name: str) -> Callable[..., torch.Tensor]:
     if name not in SAMPLERS:
         raise ValueError(f"sampler: unknown sampler {name!r}; choose one of {', '.join(sorted(SAMPLERS))}")
     return SAMPLERS[name]
+
+
+SHARED_PARAMETERS = (
+    "score", "x0", "nfe", "sigma_max", "sigma_min", "generator",
+    "progress", "precision", "backend", "cuda_graphs", "seed",
+)  # fmt: skip
+"""The arguments every sampler takes: the problem, the budget, and the runtime options."""
+
+
+def sampler_parameters(name: str) -> tuple[str, ...]:
+    """The options of sampler ``name`` beyond :data:`SHARED_PARAMETERS`, from its signature (e.g. heun: rho,
+    churn, s_tmin, s_tmax, s_noise); :data:`ncsn_fast.vocab.SAMPLER_OPTIONS` names those a plan sets."""
+    return tuple(p for p in inspect.signature(get_sampler(name)).parameters if p not in SHARED_PARAMETERS)
 
 
 def minimum_nfe(name: str, **options: Any) -> int:

@@ -2,7 +2,7 @@
 the value, found before the network runs once (a call counter on the model's forward, not a clock), and nothing
 left behind.
 
-68 distinct bad inputs: sample 38, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
+71 distinct bad inputs: sample 41, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
 bench 3 (the parametrize list below; argparse's own errors are one line too).
 """
 
@@ -64,6 +64,9 @@ CASES = [
     (["sample", "--seed", "-1"], ["--seed", "-1"]),
     (["sample", "--churn", "-1", "--sampler", "heun"], ["--churn", "-1"]),
     (["sample", "--snr", "0.1", "--sampler", "heun", "--nfe", "10"], ["--snr", "pc"]),
+    (["sample", "--sampler", "heun", "--steps", "3"], ["--steps", "heun", "--rho, --churn"]),
+    (["sample", "--sampler", "heun", "--step-lr", "1"], ["--step-lr", "heun", "--rho, --churn"]),
+    (["sample", "--sampler", "ald", "--nfe", "25", "--every", "2"], ["--every", "without --nfe"]),
     # sample: samplers and choices
     (["sample", "--sampler", "ddim"], ["sampler", "ddim"]),
     (["sample", "--sampler", "heun", "--nfe", "2"], ["--nfe", "2"]),
