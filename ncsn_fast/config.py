@@ -5,6 +5,10 @@
 wrong type (lists included) raise :class:`ConfigError` naming the key and the value; values the models cannot
 take are checked by ``build_model`` (this module imports no model code).
 
+Files from the official code are read as they are: the ``config.yml`` that ncsnv2's (and ncsn's) ``main.py``
+writes into a run folder with ``yaml.dump(dict2namespace(config))`` (its ``!!python/object:argparse.Namespace``
+tags are read as mappings by a safe loader; no other Python tag is constructed).
+
 Every key of the official files is either used by ncsn-fast or, when set to ask for something ncsn-fast does not
 do (``sampling.fid: true``, ``sampling.final_only: false`` …), reported once as "read, not used by
 ncsn-fast: KEY" (a :class:`UnusedConfigWarning`). Step sizes a config leaves out are not borrowed from
@@ -233,6 +237,7 @@ def unused_keys(cfg: Config) -> list[str]:
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
+    """A nested dict (a YAML file's content) → a validated :class:`Config`; ConfigError naming key and value."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
     for key in raw:
@@ -291,11 +296,67 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("ncsn_fast.configs").joinpath(f"{name}.yml")))
 
 
+YAML_TAG = "tag:yaml.org,2002:"
+NAMESPACE_TAG = YAML_TAG + "python/object:argparse.Namespace"  # yaml.dump(argparse.Namespace(...))
+
+
+class _RefusedTag(yaml.YAMLError):
+    def __init__(self, tag: str, line: int) -> None:
+        super().__init__(tag)
+        self.tag, self.line = tag, line
+
+
+class RunFolderLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus one tag: ``!!python/object:argparse.Namespace``, which the official ``main.py``
+    writes into every run folder's ``config.yml`` (``yaml.dump(dict2namespace(config))``), read as a plain mapping.
+    Nothing is constructed: any other Python tag (or unknown tag) raises, naming the tag and its line."""
+
+
+def _namespace_as_mapping(loader: RunFolderLoader, node: yaml.Node) -> dict[Any, Any]:
+    if not isinstance(node, yaml.MappingNode):
+        raise _RefusedTag(f"{node.tag} on a {node.id}", node.start_mark.line + 1)
+    return loader.construct_mapping(node, deep=True)
+
+
+def _refuse_tag(loader: RunFolderLoader, suffix: Any, node: yaml.Node | None = None) -> Any:
+    node = suffix if node is None else node  # add_constructor(None, …) passes (loader, node)
+    raise _RefusedTag(node.tag, node.start_mark.line + 1)
+
+
+RunFolderLoader.add_constructor(NAMESPACE_TAG, _namespace_as_mapping)
+RunFolderLoader.add_multi_constructor(YAML_TAG + "python/", _refuse_tag)
+RunFolderLoader.add_constructor(None, _refuse_tag)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The content of a YAML file, plain or as the official ``main.py`` writes it (:class:`RunFolderLoader`).
+
+    Raises :class:`ConfigError` naming the file for invalid YAML, and naming the tag and its line for a Python tag
+    other than ``!!python/object:argparse.Namespace`` (refused: ncsn-fast constructs no Python objects).
+    """
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=RunFolderLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _RefusedTag as exc:
+        tag = exc.tag.replace(YAML_TAG, "!!")
+        kind = "Python tag" if exc.tag.startswith(YAML_TAG + "python/") else "tag"
+        raise ConfigError(
+            f"config: {str(path)!r} line {exc.line}: refused the {kind} {tag}; only plain YAML and the official "
+            "run folders' !!python/object:argparse.Namespace (read as a mapping) are read"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config: {str(path)!r} is not valid YAML: {first}") from None
+
+
 def load_config(name_or_path: str | Path | dict[str, Any] | Config) -> Config:
     """Read a preset name, a YAML path (``.yml``/``.yaml``) or a dict into a validated :class:`Config`.
 
-    Raises :class:`ConfigError` for an unknown preset or missing file (naming the presets), invalid YAML, unknown
-    sections or keys, and invalid values.
+    YAML files are read by :func:`read_yaml`: plain YAML, or a run folder's ``config.yml`` as the official
+    ``main.py`` writes it (``!!python/object:argparse.Namespace`` tags).
+
+    Raises :class:`ConfigError` for an unknown preset or missing file (naming the presets), invalid YAML, a Python
+    tag other than argparse.Namespace (naming it), unknown sections or keys, and invalid values.
     """
     if isinstance(name_or_path, Config):
         validate(name_or_path)
@@ -311,9 +372,4 @@ def load_config(name_or_path: str | Path | dict[str, Any] | Config) -> Config:
             raise ConfigError(f"config: {text!r} is a folder, not a preset ({', '.join(PRESETS)}) or a YAML file")
         else:
             raise ConfigError(f"config: unknown preset {text!r} and no such YAML file (presets: {', '.join(PRESETS)})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config: {str(path)!r} is not valid YAML: {first}") from None
-    return config_from_dict(raw or {})
+    return config_from_dict(read_yaml(path) or {})
