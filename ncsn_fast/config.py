@@ -7,7 +7,9 @@ take are checked by ``build_model`` (this module imports no model code).
 
 Files from the official code are read as they are: the ``config.yml`` that ncsnv2's (and ncsn's) ``main.py``
 writes into a run folder with ``yaml.dump(dict2namespace(config))`` (its ``!!python/object:argparse.Namespace``
-tags are read as mappings by a safe loader; no other Python tag is constructed).
+tags are read as mappings by a safe loader; no other Python tag is constructed), and the original NCSN
+repository's schema (ermongroup/ncsn ``configs/anneal.yml``: ``training.ngpu``, ``training.algo``,
+``model.batch_norm`` …), mapped to ``model.name: ncsn`` with a :class:`MappedConfigWarning` listing what was mapped.
 
 Every key of the official files is either used by ncsn-fast or, when set to ask for something ncsn-fast does not
 do (``sampling.fid: true``, ``sampling.final_only: false`` …), reported once as "read, not used by
@@ -37,6 +39,10 @@ class ConfigError(ValueError):
 
 class UnusedConfigWarning(UserWarning):
     """Keys of the official configs that ask for something ncsn-fast does not do."""
+
+
+class MappedConfigWarning(UserWarning):
+    """A config in the original NCSN schema (ermongroup/ncsn) was mapped; the message lists every key mapped."""
 
 
 @dataclass
@@ -236,10 +242,90 @@ def unused_keys(cfg: Config) -> list[str]:
     return found
 
 
+# The original NCSN code (ermongroup/ncsn, configs/anneal.yml and runners/anneal_runner.py). Its keys that NCSNv2's
+# schema lacks: any of them marks a config as that schema.
+ORIGINAL_ONLY = ("training.ngpu", "training.algo", "training.n_particles", "model.batch_norm")
+# What that code fixes in the code rather than in the config, filled in where the file leaves the key out:
+# anneal_runner.test() samples 8×8 images by anneal_Langevin_dynamics(..., n_steps_each=100, step_lr=0.00002) with
+# no final denoising step; the model is CondRefineNetDilated (NCSN) with no EMA; training dequantizes uniformly
+# (X / 256 · 255 + U(0, 1) / 256).
+ORIGINAL_FIXED = {
+    "model.name": "ncsn",
+    "model.ema": False,
+    "sampling.batch_size": 64,
+    "sampling.n_steps_each": 100,
+    "sampling.step_lr": 2e-5,
+    "sampling.denoise": False,
+    "data.uniform_dequantization": True,
+}
+ORIGINAL_ALGOS = ("dsm", "ssm")  # both train the same network, sampled the same way; dsm_freq is another data space
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).splitlines()[0]
+
+
+def is_original_ncsn(raw: dict[str, Any]) -> bool:
+    """True when the nested dict ``raw`` holds a key of the original NCSN schema (:data:`ORIGINAL_ONLY`)."""
+    for key in ORIGINAL_ONLY:
+        section, name = key.split(".")
+        if isinstance(raw.get(section), dict) and name in raw[section]:
+            return True
+    return False
+
+
+def map_original_ncsn(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The original NCSN schema (ermongroup/ncsn ``configs/anneal.yml``) → ncsn-fast's, and what was mapped.
+
+    The keys only that code reads (:data:`ORIGINAL_ONLY`) are dropped; its fixed choices (:data:`ORIGINAL_FIXED`:
+    ``model.name: ncsn``, no EMA, T = 100 and ε = 2e-5 without denoising, uniform dequantization) fill the keys the
+    file leaves out; every other key keeps its value. Returns (the mapped dict, the changes as "key: value" lists).
+    Raises :class:`ConfigError` for a ``training.algo`` other than ``dsm`` / ``ssm`` (``dsm_freq`` samples in
+    another data space).
+    """
+    out = {name: dict(sec) if isinstance(sec, dict) else sec for name, sec in raw.items()}
+    dropped, filled = [], []
+    training = out.get("training")
+    algo = training.get("algo") if isinstance(training, dict) else None
+    if algo is not None and algo not in ORIGINAL_ALGOS:
+        raise ConfigError(
+            f"training.algo: only the original NCSN's {' and '.join(map(repr, ORIGINAL_ALGOS))} models can be read, "
+            f"got {algo!r}"
+        )
+    for key in ORIGINAL_ONLY:
+        section, name = key.split(".")
+        if isinstance(out.get(section), dict) and name in out[section]:
+            dropped.append(f"{key}: {_yaml_scalar(out[section].pop(name))}")
+    for key, value in ORIGINAL_FIXED.items():
+        section, name = key.split(".")
+        if out.get(section) is None:
+            out[section] = {}  # absent, or an empty "sampling:" line
+        sec = out[section]
+        if isinstance(sec, dict) and name not in sec:
+            sec[name] = value
+            filled.append(f"{key}: {_yaml_scalar(value)}")
+    named = [f for f in filled if f.startswith("model.name:")]
+    fixed = [f for f in filled if not f.startswith("model.name:")]
+    changes = [f"set {named[0]}"] if named else []
+    if dropped:
+        changes.append(f"not used: {', '.join(dropped)}")
+    if fixed:
+        changes.append(f"the original code's fixed choices: {', '.join(fixed)}")
+    return out, changes
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
-    """A nested dict (a YAML file's content) → a validated :class:`Config`; ConfigError naming key and value."""
+    """A nested dict (a YAML file's content) → a validated :class:`Config`; ConfigError naming key and value. A
+    dict in the original NCSN schema is mapped first (:func:`map_original_ncsn`, with a MappedConfigWarning)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    if is_original_ncsn(raw):
+        raw, mapped = map_original_ncsn(raw)
+        warnings.warn(
+            "config: the original NCSN schema (ermongroup/ncsn configs/anneal.yml), read as NCSN: " + "; ".join(mapped),
+            MappedConfigWarning,
+            stacklevel=3,
+        )
     for key in raw:
         if key not in _SECTION_CLASSES:
             raise ConfigError(f"{key}: unknown config section; known sections: {', '.join(_SECTION_CLASSES)}")
@@ -353,7 +439,9 @@ def load_config(name_or_path: str | Path | dict[str, Any] | Config) -> Config:
     """Read a preset name, a YAML path (``.yml``/``.yaml``) or a dict into a validated :class:`Config`.
 
     YAML files are read by :func:`read_yaml`: plain YAML, or a run folder's ``config.yml`` as the official
-    ``main.py`` writes it (``!!python/object:argparse.Namespace`` tags).
+    ``main.py`` writes it (``!!python/object:argparse.Namespace`` tags). A config in the original NCSN schema
+    (ermongroup/ncsn) is mapped to ``model.name: ncsn`` with a :class:`MappedConfigWarning`
+    (:func:`map_original_ncsn`).
 
     Raises :class:`ConfigError` for an unknown preset or missing file (naming the presets), invalid YAML, a Python
     tag other than argparse.Namespace (naming it), unknown sections or keys, and invalid values.

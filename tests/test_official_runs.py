@@ -1,8 +1,10 @@
-"""The official code's own files, as a user coming from it brings them (issue 22, item 3).
+"""The official code's own files, as a user coming from it brings them (issue 22, items 3 and 4).
 
 - A run folder as ncsnv2's (and ncsn's) ``main.py`` writes it: ``exp/logs/<doc>/config.yml`` from
   ``yaml.dump(dict2namespace(config), default_flow_style=False)`` (``!!python/object:argparse.Namespace`` tags)
   beside ``checkpoint_<step>.pth`` and ``checkpoint.pth``.
+- The original NCSN repository's schema (ermongroup/ncsn ``configs/anneal.yml``) and its checkpoints
+  ``[model_state, optimizer_state]``.
 
 Truths: the reference outputs of ../shared/reference (official code, float32 CPU) and the same checkpoint loaded
 with the plain config file.
@@ -12,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import warnings
 
 import pytest
 import torch
 import yaml
 
 import ncsn_fast as nf
-from ncsn_fast.checkpoint import CheckpointError
+from ncsn_fast.checkpoint import CheckpointError, read_checkpoint
 from ncsn_fast.cli import main
-from ncsn_fast.config import ConfigError
-from ncsn_fast.models import NCSNv2
+from ncsn_fast.config import ConfigError, MappedConfigWarning
+from ncsn_fast.models import NCSN, NCSNv2
 from ncsn_fast.pretrained import convert, load_model
 from tests.conftest import rel_err
 
@@ -155,3 +158,128 @@ def test_an_invalid_run_config_names_ckpt_and_the_file(v2_run):
         load_model(run)
     msg = str(info.value)
     assert msg.startswith("ckpt: ") and str(run / "config.yml") in msg and "model.ngf" in msg and "many" in msg
+
+
+# ------------------------------------------------------------------------------------- the original NCSN code
+def original_schema(reference_dir):
+    """The ncsn_32 reference model described in the original repository's schema (configs/anneal.yml's keys and
+    nothing else), its values taken from the reference config."""
+    ref = yaml.safe_load((reference_dir / "ncsn_32" / "config.yml").read_text())
+    t, d, m, o = ref["training"], ref["data"], ref["model"], ref["optim"]
+    return {
+        "training": {"batch_size": t["batch_size"], "n_epochs": t["n_epochs"], "n_iters": 200001, "ngpu": 1,
+                     "snapshot_freq": t["snapshot_freq"], "algo": "dsm", "anneal_power": 2.0},
+        "data": {k: d[k] for k in ("dataset", "image_size", "channels", "logit_transform", "random_flip")},
+        "model": {"sigma_begin": m["sigma_begin"], "sigma_end": m["sigma_end"], "num_classes": m["num_classes"],
+                  "batch_norm": False, "ngf": m["ngf"]},
+        "optim": {k: o[k] for k in ("weight_decay", "optimizer", "lr", "beta1", "amsgrad")},
+    }  # fmt: skip
+
+
+def original_checkpoint(reference_dir, path):
+    """What the original anneal_runner saves: [score.state_dict(), optimizer.state_dict()]."""
+    states = torch.load(reference_dir / "ncsn_32" / "checkpoint.pth", weights_only=True)
+    torch.save([states[0], states[1]], path)
+    return path
+
+
+def test_the_original_config_and_checkpoint_load_as_ncsn_with_the_reference_output(tmp_path, reference_dir):
+    path = tmp_path / "anneal.yml"
+    path.write_text(yaml.safe_dump(original_schema(reference_dir), sort_keys=False))
+    ckpt = original_checkpoint(reference_dir, tmp_path / "checkpoint.pth")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model, cfg, _ = load_model(ckpt, path, ema=False)
+    mapped = [str(w.message) for w in seen if w.category is MappedConfigWarning]
+    assert len(mapped) == 1
+    for entry in ("model.name: ncsn", "training.ngpu: 1", "training.algo: dsm", "model.batch_norm: false"):
+        assert entry in mapped[0], (entry, mapped[0])
+    assert type(model) is NCSN and read_checkpoint(ckpt)["format"] == "ncsn_original"
+    v = torch.load(reference_dir / "ncsn_32" / "vectors.pt", weights_only=True)
+    with torch.no_grad():
+        assert rel_err(model(v["forward_x"], v["forward_labels"]), v["forward_out"]) <= 1e-5
+    assert torch.equal(nf.get_sigmas(cfg), v["sigmas"])
+
+
+def test_an_original_run_folder_loads_from_ckpt_alone(tmp_path, reference_dir):
+    """ermongroup/ncsn's main.py also dumps a Namespace into run/logs/<doc>/config.yml; its runner saves
+    checkpoint_<step>.pth and checkpoint.pth."""
+    run = tmp_path / "run" / "logs" / "cifar10"
+    write_run_config(run, original_schema(reference_dir))
+    original_checkpoint(reference_dir, run / "checkpoint_5000.pth")
+    shutil.copy(run / "checkpoint_5000.pth", run / "checkpoint.pth")
+    with pytest.warns(UserWarning) as seen:
+        model, _, path = load_model(run)  # no EMA in the original code: the raw weights, said once
+    messages = [str(w.message) for w in seen]
+    assert any("run folder's own" in m for m in messages) and any("original NCSN schema" in m for m in messages)
+    assert path == run / "checkpoint_5000.pth" and type(model) is NCSN
+    v = torch.load(reference_dir / "ncsn_32" / "vectors.pt", weights_only=True)
+    with torch.no_grad():
+        assert rel_err(model(v["forward_x"], v["forward_labels"]), v["forward_out"]) <= 1e-5
+
+
+def test_the_shipped_anneal_yml_gets_the_original_codes_fixed_choices(tmp_path):
+    """configs/anneal.yml as shipped (MNIST, 28 px, ngf 64); anneal_runner.test() samples with T = 100, ε = 2e-5,
+    no denoising step, 8 × 8 images; no EMA; training dequantizes uniformly."""
+    path = tmp_path / "anneal.yml"
+    path.write_text(
+        "training:\n  batch_size: 128\n  n_epochs: 500000\n  n_iters: 200001\n  ngpu: 1\n  snapshot_freq: 5000\n"
+        "  algo: 'dsm'\n  anneal_power: 2.0\n\ndata:\n  ## mnist\n  dataset: \"MNIST\"\n  image_size: 28\n"
+        "  channels: 1\n  logit_transform: false\n  random_flip: false\n\nmodel:\n  sigma_begin: 1\n"
+        "  sigma_end: 0.01\n  num_classes: 10\n  batch_norm: false\n  ngf: 64\n\noptim:\n  weight_decay: 0.000\n"
+        '  optimizer: "Adam"\n  lr: 0.001\n  beta1: 0.9\n  amsgrad: false\n'
+    )
+    with pytest.warns(MappedConfigWarning):
+        cfg = nf.load_config(path)
+    s = cfg.sampling
+    assert (s.n_steps_each, s.step_lr, s.denoise, s.batch_size) == (100, 2e-5, False, 64)
+    assert (cfg.model.name, cfg.model.ema, cfg.data.uniform_dequantization) == ("ncsn", False, True)
+    assert (cfg.data.image_size, cfg.data.channels, cfg.model.ngf, cfg.optim.lr) == (28, 1, 64, 1e-3)
+    model = nf.build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 28, 28), torch.tensor([0, 9]))
+    assert type(model) is NCSN and out.shape == (2, 1, 28, 28) and bool(out.isfinite().all())
+
+
+def test_what_the_original_file_sets_is_kept(reference_dir):
+    raw = original_schema(reference_dir)
+    raw["sampling"] = {"n_steps_each": 7}
+    raw["model"]["name"] = "ncsn_deeper"
+    with pytest.warns(MappedConfigWarning) as seen:
+        cfg = nf.load_config(raw)
+    assert (cfg.sampling.n_steps_each, cfg.sampling.step_lr, cfg.model.name) == (7, 2e-5, "ncsn_deeper")
+    assert "sampling.n_steps_each" not in str(seen[0].message) and "model.name" not in str(seen[0].message)
+
+
+@pytest.mark.parametrize("algo", ["dsm_freq", "sm"])
+def test_an_algo_the_original_sampler_cannot_follow_is_refused(reference_dir, algo):
+    raw = original_schema(reference_dir)
+    raw["training"]["algo"] = algo
+    with pytest.raises(ConfigError, match=rf"training.algo: .*got '{algo}'"):
+        nf.load_config(raw)
+
+
+@pytest.mark.parametrize(
+    "config_case,ckpt_case,fits",
+    [
+        ("ncsnv2_32", "ncsn_32", "ncsn"),
+        ("ncsn_32", "ncsnv2_32", "ncsnv2"),
+        ("ncsnv2_32", "ncsnv2deeper_64", "ncsnv2_deeper"),
+    ],
+)
+def test_weights_of_another_architecture_name_the_one_that_fits(reference_dir, config_case, ckpt_case, fits):
+    model = nf.build_model(nf.load_config(reference_dir / config_case / "config.yml"))
+    with pytest.raises(CheckpointError) as info:
+        nf.load_checkpoint(model, reference_dir / ckpt_case / "checkpoint.pth")
+    msg = str(info.value)
+    assert len(msg.splitlines()) == 1 and "another architecture" in msg and "missing keys" in msg
+    assert f"set model.name: {fits}:" in msg
+
+
+def test_the_original_config_without_its_own_keys_points_at_model_name(tmp_path, reference_dir):
+    """The issue's path: the v1-only keys removed by hand, so the config builds NCSNv2 and refuses the weights."""
+    raw = original_schema(reference_dir)
+    del raw["training"]["ngpu"], raw["training"]["algo"], raw["model"]["batch_norm"]
+    ckpt = original_checkpoint(reference_dir, tmp_path / "checkpoint.pth")
+    with pytest.raises(CheckpointError, match=r"looks like NCSN: set model.name: ncsn:"):
+        load_model(ckpt, raw)

@@ -147,7 +147,8 @@ def load_model(
     folder (its ``sampling.ckpt_id`` checkpoint, else the latest ``checkpoint_<step>.pth``), or None for the bundled
     digits model — which a config may only accompany when it describes that same model (the file
     ``ncsn-fast configure digits`` writes does). ``ema``: the EMA weights (default) or the raw ones. Raises
-    ConfigError / CheckpointError naming ``config`` or ``ckpt``.
+    ConfigError / CheckpointError naming ``config`` or ``ckpt``; weights of another architecture name the
+    ``model.name`` that fits them.
     """
     cfg = load_config(config) if config is not None else None
     if ckpt is None:
@@ -257,6 +258,7 @@ def from_pretrained(
 
 FORMAT_NAMES = {
     "official": "official checkpoint [model_state, optimizer, epoch, step, ema_shadow]",
+    "ncsn_original": "original NCSN checkpoint [model_state, optimizer]",
     "ncsn_fast": "ncsn-fast checkpoint",
     "state_dict": "bare state dict",
     "safetensors": "safetensors weights",
