@@ -1,7 +1,8 @@
 """Checkpoints: the official list format and the library's own dict format, always ``weights_only=True``.
 
 Official: ``torch.save([model_state, optimizer_state, epoch, step, ema_shadow])`` with ``module.``-prefixed
-model keys (saved from nn.DataParallel). Ours: a dict ``{"format": "ncsn_fast", "model", "ema", "optimizer",
+model keys (saved from nn.DataParallel); the original NCSN code (ermongroup/ncsn) saves ``[model_state,
+optimizer_state]``. Ours: a dict ``{"format": "ncsn_fast", "model", "ema", "optimizer",
 "step", "config", "rng", ...}`` written atomically (temporary file, fsync, rename). Keys saved from wrapped
 models (``module.`` of DataParallel/DDP, ``_orig_mod.`` of ``torch.compile``, in any order) are normalised for
 the model and the EMA alike (:func:`strip_wrapper_prefixes`); optimizer state is keyed by parameter position and
@@ -162,7 +163,7 @@ def normalize_checkpoint(raw: Any, where: str = "checkpoint") -> dict[str, Any]:
                 f"{where}: a list that is not the official [model_state, optimizer, epoch, step, ema] form"
             )
         return {
-            "format": "official",
+            "format": "ncsn_original" if len(raw) == 2 else "official",
             "model": strip_wrapper_prefixes(raw[0]),
             "optimizer": raw[1] if len(raw) > 1 else None,
             "epoch": raw[2] if len(raw) > 2 else None,
@@ -183,6 +184,31 @@ def normalize_checkpoint(raw: Any, where: str = "checkpoint") -> dict[str, Any]:
     raise CheckpointError(f"{where}: not a checkpoint (got {type(raw).__name__} without model weights)")
 
 
+def fitting_architecture(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """The registered architecture (``model.name``) whose parameter and buffer names are exactly those of ``state``
+    (the σ buffer aside), for a model built from a config (``model.config``); None when none or several fit. Each
+    candidate is built at ngf 2: names do not depend on the width."""
+    import copy
+
+    from ncsn_fast.models.registry import get_model_class, registered_models
+
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "model"):
+        return None
+    names = {k for k in state if k != "sigmas"}
+    fits = []
+    for name in registered_models():
+        probe = copy.deepcopy(config)
+        probe.model.name, probe.model.ngf = name, 2
+        try:
+            keys = {k for k in get_model_class(name)(probe).state_dict() if k != "sigmas"}
+        except Exception:  # noqa: BLE001 (a layout this config's sizes cannot build is simply no fit)
+            continue
+        if keys == names:
+            fits.append(name)
+    return fits[0] if len(fits) == 1 else None
+
+
 def _check_keys(model: nn.Module, state: Mapping[str, torch.Tensor], where: str, skip: tuple[str, ...] = ()) -> None:
     expected = {k: v for k, v in unwrap_model(model).state_dict().items() if k not in skip}
     missing = [k for k in expected if k not in state]
@@ -200,8 +226,14 @@ def _check_keys(model: nn.Module, state: Mapping[str, torch.Tensor], where: str,
             parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:5])})")
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (first: {'; '.join(mismatched[:3])})")
+        hint = ""
+        fit = fitting_architecture(unwrap_model(model), state) if missing or unexpected else None
+        if fit is not None:
+            from ncsn_fast.models.registry import get_model_class
+
+            hint = f"; it looks like {get_model_class(fit).__name__}: set model.name: {fit}"
         raise CheckpointError(
-            f"{where} holds another architecture than {type(unwrap_model(model)).__name__}: " + "; ".join(parts)
+            f"{where} holds another architecture than {type(unwrap_model(model)).__name__}{hint}: " + "; ".join(parts)
         )
 
 
@@ -268,7 +300,11 @@ def load_state(
     adopt_schedule: bool = False,
 ) -> None:
     """Load a :func:`read_checkpoint` dict into ``model`` (strict); with ``ema=True`` the EMA weights replace the
-    parameters (a checkpoint marked ``"weights": "ema"`` already holds them as its model weights)."""
+    parameters (a checkpoint marked ``"weights": "ema"`` already holds them as its model weights).
+
+    Raises :class:`CheckpointError` naming ``where`` for weights of another architecture (the first missing,
+    unexpected and mismatched keys, and the ``model.name`` whose keys they are, :func:`fitting_architecture`), a σ
+    schedule other than the model's (see :func:`check_schedule`) and EMA weights for unknown parameters."""
     target = unwrap_model(model)
     _check_keys(target, {k: v for k, v in ckpt["model"].items() if k != "sigmas"}, where, skip=("sigmas",))
     check_schedule(target, ckpt["model"], where, adopt_schedule)
@@ -321,6 +357,7 @@ __all__ = [
     "check_schedule",
     "checkpoint_step",
     "describe_schedule",
+    "fitting_architecture",
     "load_checkpoint",
     "load_state",
     "normalize_checkpoint",

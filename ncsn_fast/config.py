@@ -5,6 +5,12 @@
 wrong type (lists included) raise :class:`ConfigError` naming the key and the value; values the models cannot
 take are checked by ``build_model`` (this module imports no model code).
 
+Files from the official code are read as they are: the ``config.yml`` that ncsnv2's (and ncsn's) ``main.py``
+writes into a run folder with ``yaml.dump(dict2namespace(config))`` (its ``!!python/object:argparse.Namespace``
+tags are read as mappings by a safe loader; no other Python tag is constructed), and the original NCSN
+repository's schema (ermongroup/ncsn ``configs/anneal.yml``: ``training.ngpu``, ``training.algo``,
+``model.batch_norm`` …), mapped to ``model.name: ncsn`` with a :class:`MappedConfigWarning` listing what was mapped.
+
 Every key of the official files is either used by ncsn-fast or, when set to ask for something ncsn-fast does not
 do (``sampling.fid: true``, ``sampling.final_only: false`` …), reported once as "read, not used by
 ncsn-fast: KEY" (a :class:`UnusedConfigWarning`). Step sizes a config leaves out are not borrowed from
@@ -33,6 +39,10 @@ class ConfigError(ValueError):
 
 class UnusedConfigWarning(UserWarning):
     """Keys of the official configs that ask for something ncsn-fast does not do."""
+
+
+class MappedConfigWarning(UserWarning):
+    """A config in the original NCSN schema (ermongroup/ncsn) was mapped; the message lists every key mapped."""
 
 
 @dataclass
@@ -232,9 +242,90 @@ def unused_keys(cfg: Config) -> list[str]:
     return found
 
 
+# The original NCSN code (ermongroup/ncsn, configs/anneal.yml and runners/anneal_runner.py). Its keys that NCSNv2's
+# schema lacks: any of them marks a config as that schema.
+ORIGINAL_ONLY = ("training.ngpu", "training.algo", "training.n_particles", "model.batch_norm")
+# What that code fixes in the code rather than in the config, filled in where the file leaves the key out:
+# anneal_runner.test() samples 8×8 images by anneal_Langevin_dynamics(..., n_steps_each=100, step_lr=0.00002) with
+# no final denoising step; the model is CondRefineNetDilated (NCSN) with no EMA; training dequantizes uniformly
+# (X / 256 · 255 + U(0, 1) / 256).
+ORIGINAL_FIXED = {
+    "model.name": "ncsn",
+    "model.ema": False,
+    "sampling.batch_size": 64,
+    "sampling.n_steps_each": 100,
+    "sampling.step_lr": 2e-5,
+    "sampling.denoise": False,
+    "data.uniform_dequantization": True,
+}
+ORIGINAL_ALGOS = ("dsm", "ssm")  # both train the same network, sampled the same way; dsm_freq is another data space
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).splitlines()[0]
+
+
+def is_original_ncsn(raw: dict[str, Any]) -> bool:
+    """True when the nested dict ``raw`` holds a key of the original NCSN schema (:data:`ORIGINAL_ONLY`)."""
+    for key in ORIGINAL_ONLY:
+        section, name = key.split(".")
+        if isinstance(raw.get(section), dict) and name in raw[section]:
+            return True
+    return False
+
+
+def map_original_ncsn(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The original NCSN schema (ermongroup/ncsn ``configs/anneal.yml``) → ncsn-fast's, and what was mapped.
+
+    The keys only that code reads (:data:`ORIGINAL_ONLY`) are dropped; its fixed choices (:data:`ORIGINAL_FIXED`:
+    ``model.name: ncsn``, no EMA, T = 100 and ε = 2e-5 without denoising, uniform dequantization) fill the keys the
+    file leaves out; every other key keeps its value. Returns (the mapped dict, the changes as "key: value" lists).
+    Raises :class:`ConfigError` for a ``training.algo`` other than ``dsm`` / ``ssm`` (``dsm_freq`` samples in
+    another data space).
+    """
+    out = {name: dict(sec) if isinstance(sec, dict) else sec for name, sec in raw.items()}
+    dropped, filled = [], []
+    training = out.get("training")
+    algo = training.get("algo") if isinstance(training, dict) else None
+    if algo is not None and algo not in ORIGINAL_ALGOS:
+        raise ConfigError(
+            f"training.algo: only the original NCSN's {' and '.join(map(repr, ORIGINAL_ALGOS))} models can be read, "
+            f"got {algo!r}"
+        )
+    for key in ORIGINAL_ONLY:
+        section, name = key.split(".")
+        if isinstance(out.get(section), dict) and name in out[section]:
+            dropped.append(f"{key}: {_yaml_scalar(out[section].pop(name))}")
+    for key, value in ORIGINAL_FIXED.items():
+        section, name = key.split(".")
+        if out.get(section) is None:
+            out[section] = {}  # absent, or an empty "sampling:" line
+        sec = out[section]
+        if isinstance(sec, dict) and name not in sec:
+            sec[name] = value
+            filled.append(f"{key}: {_yaml_scalar(value)}")
+    named = [f for f in filled if f.startswith("model.name:")]
+    fixed = [f for f in filled if not f.startswith("model.name:")]
+    changes = [f"set {named[0]}"] if named else []
+    if dropped:
+        changes.append(f"not used: {', '.join(dropped)}")
+    if fixed:
+        changes.append(f"the original code's fixed choices: {', '.join(fixed)}")
+    return out, changes
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
+    """A nested dict (a YAML file's content) → a validated :class:`Config`; ConfigError naming key and value. A
+    dict in the original NCSN schema is mapped first (:func:`map_original_ncsn`, with a MappedConfigWarning)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    if is_original_ncsn(raw):
+        raw, mapped = map_original_ncsn(raw)
+        warnings.warn(
+            "config: the original NCSN schema (ermongroup/ncsn configs/anneal.yml), read as NCSN: " + "; ".join(mapped),
+            MappedConfigWarning,
+            stacklevel=3,
+        )
     for key in raw:
         if key not in _SECTION_CLASSES:
             raise ConfigError(f"{key}: unknown config section; known sections: {', '.join(_SECTION_CLASSES)}")
@@ -291,11 +382,69 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("ncsn_fast.configs").joinpath(f"{name}.yml")))
 
 
+YAML_TAG = "tag:yaml.org,2002:"
+NAMESPACE_TAG = YAML_TAG + "python/object:argparse.Namespace"  # yaml.dump(argparse.Namespace(...))
+
+
+class _RefusedTag(yaml.YAMLError):
+    def __init__(self, tag: str, line: int) -> None:
+        super().__init__(tag)
+        self.tag, self.line = tag, line
+
+
+class RunFolderLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus one tag: ``!!python/object:argparse.Namespace``, which the official ``main.py``
+    writes into every run folder's ``config.yml`` (``yaml.dump(dict2namespace(config))``), read as a plain mapping.
+    Nothing is constructed: any other Python tag (or unknown tag) raises, naming the tag and its line."""
+
+
+def _namespace_as_mapping(loader: RunFolderLoader, node: yaml.Node) -> dict[Any, Any]:
+    if not isinstance(node, yaml.MappingNode):
+        raise _RefusedTag(f"{node.tag} on a {node.id}", node.start_mark.line + 1)
+    return loader.construct_mapping(node, deep=True)
+
+
+def _refuse_tag(loader: RunFolderLoader, suffix: Any, node: yaml.Node | None = None) -> Any:
+    node = suffix if node is None else node  # add_constructor(None, …) passes (loader, node)
+    raise _RefusedTag(node.tag, node.start_mark.line + 1)
+
+
+RunFolderLoader.add_constructor(NAMESPACE_TAG, _namespace_as_mapping)
+RunFolderLoader.add_multi_constructor(YAML_TAG + "python/", _refuse_tag)
+RunFolderLoader.add_constructor(None, _refuse_tag)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The content of a YAML file, plain or as the official ``main.py`` writes it (:class:`RunFolderLoader`).
+
+    Raises :class:`ConfigError` naming the file for invalid YAML, and naming the tag and its line for a Python tag
+    other than ``!!python/object:argparse.Namespace`` (refused: ncsn-fast constructs no Python objects).
+    """
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=RunFolderLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _RefusedTag as exc:
+        tag = exc.tag.replace(YAML_TAG, "!!")
+        kind = "Python tag" if exc.tag.startswith(YAML_TAG + "python/") else "tag"
+        raise ConfigError(
+            f"config: {str(path)!r} line {exc.line}: refused the {kind} {tag}; only plain YAML and the official "
+            "run folders' !!python/object:argparse.Namespace (read as a mapping) are read"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config: {str(path)!r} is not valid YAML: {first}") from None
+
+
 def load_config(name_or_path: str | Path | dict[str, Any] | Config) -> Config:
     """Read a preset name, a YAML path (``.yml``/``.yaml``) or a dict into a validated :class:`Config`.
 
-    Raises :class:`ConfigError` for an unknown preset or missing file (naming the presets), invalid YAML, unknown
-    sections or keys, and invalid values.
+    YAML files are read by :func:`read_yaml`: plain YAML, or a run folder's ``config.yml`` as the official
+    ``main.py`` writes it (``!!python/object:argparse.Namespace`` tags). A config in the original NCSN schema
+    (ermongroup/ncsn) is mapped to ``model.name: ncsn`` with a :class:`MappedConfigWarning`
+    (:func:`map_original_ncsn`).
+
+    Raises :class:`ConfigError` for an unknown preset or missing file (naming the presets), invalid YAML, a Python
+    tag other than argparse.Namespace (naming it), unknown sections or keys, and invalid values.
     """
     if isinstance(name_or_path, Config):
         validate(name_or_path)
@@ -311,9 +460,4 @@ def load_config(name_or_path: str | Path | dict[str, Any] | Config) -> Config:
             raise ConfigError(f"config: {text!r} is a folder, not a preset ({', '.join(PRESETS)}) or a YAML file")
         else:
             raise ConfigError(f"config: unknown preset {text!r} and no such YAML file (presets: {', '.join(PRESETS)})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config: {str(path)!r} is not valid YAML: {first}") from None
-    return config_from_dict(raw or {})
+    return config_from_dict(read_yaml(path) or {})

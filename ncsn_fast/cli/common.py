@@ -134,9 +134,12 @@ def add_model_args(p: argparse.ArgumentParser, ckpt: bool = True) -> None:
         p.add_argument(
             "--ckpt",
             help="checkpoint file (official or ncsn-fast, .pth or .safetensors), a save_pretrained folder, or a "
-            "training workdir (its latest checkpoint); default: the bundled digits model",
+            "training workdir or official run folder (its sampling.ckpt_id checkpoint, else the latest); default: the "
+            "bundled digits model",
         )
-    p.add_argument("--config", help="preset name or YAML file (default: the checkpoint's own config)")
+    p.add_argument(
+        "--config", help="preset name or YAML file (default: the checkpoint's own config, or a run folder's config.yml)"
+    )
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument(
         "--adopt-schedule",

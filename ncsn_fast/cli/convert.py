@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
         help="official or ncsn-fast checkpoint (.pth), .safetensors file, save_pretrained folder, or training "
         "workdir (its sampling.ckpt_id checkpoint, else the latest)",
     )
-    c.add_argument("--config", help="preset or YAML file (default: the checkpoint's own; official ones have none)")
+    c.add_argument("--config", help="preset or YAML file (default: the checkpoint's own, or a run folder's config.yml)")
     c.add_argument("--out", required=True, help="output folder (created; files of the same names are replaced)")
     c.add_argument("--raw", action="store_true", help="also write the raw (non-EMA) weights to model_raw.safetensors")
     c.add_argument(

@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ncsn_fast.checkpoint import CheckpointError, checkpoint_step, is_safetensors, load_checkpoint, read_checkpoint
+from ncsn_fast.checkpoint import (
+    CheckpointError,
+    checkpoint_step,
+    is_safetensors,
+    load_checkpoint,
+    load_state,
+    read_checkpoint,
+)
 from ncsn_fast.config import Config, ConfigError, load_config
 from ncsn_fast.models import build_model
 
@@ -32,11 +39,66 @@ def pretrained_path(name: str = "digits") -> Path:
     return path
 
 
+RUN_CONFIG = "config.yml"  # what the official main.py writes into each run folder (exp/logs/<doc>/config.yml)
+
+
+def _no_config(path: Path) -> CheckpointError:
+    beside = path.parent / RUN_CONFIG
+    hint = f" ({str(beside)!r} is beside it)" if beside.is_file() else ""
+    return CheckpointError(
+        f"config: checkpoint {str(path)!r} carries no config; pass one (a preset or YAML file){hint}"
+    )
+
+
 def config_from_checkpoint(path: str | os.PathLike) -> Config:
     ckpt = read_checkpoint(path)
     if not ckpt.get("config"):
-        raise CheckpointError(f"config: checkpoint {str(path)!r} carries no config; pass one (a preset or YAML file)")
+        raise _no_config(Path(path))
     return load_config(ckpt["config"])
+
+
+def _run_folder_config(folder: Path, param: str) -> Config:
+    """The run folder's own config.yml (official ncsn/ncsnv2 Namespace tags and the original schema included),
+    announced in one line; CheckpointError naming ``param`` when it is invalid."""
+    import warnings
+
+    path = folder / RUN_CONFIG
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        text, head = str(exc), f"config: {str(path)!r} "
+        detail = text[len(head) :] if text.startswith(head) else f"is invalid: {text}"  # "line 3: …", "is not valid …"
+        raise CheckpointError(f"{param}: the run folder's config {str(path)!r} {detail}") from None
+    warnings.warn(f"config: not given; using the run folder's own {str(path)!r}", stacklevel=4)
+    return cfg
+
+
+def checkpoint_and_config(
+    ckpt: str | os.PathLike, cfg: Config | None, param: str = "ckpt"
+) -> tuple[Path, dict, Config, str]:
+    """(the checkpoint file, its :func:`read_checkpoint` dict, the config, where that config came from) for a
+    checkpoint a user names with or without a config.
+
+    ``cfg`` None: a run folder's own ``config.yml`` (as the official ``main.py`` writes it, beside
+    ``checkpoint_<step>.pth``; read first, so its ``sampling.ckpt_id`` picks the checkpoint), else the config
+    stored in the checkpoint. CheckpointError naming ``param`` for an invalid one, and naming ``config`` when there
+    is none.
+    """
+    p = Path(ckpt)
+    origin = "given"
+    if cfg is None and p.is_dir() and not is_safetensors(p) and (p / RUN_CONFIG).is_file():
+        cfg, origin = _run_folder_config(p, param), f"the run folder's {RUN_CONFIG}"
+    path = resolve_checkpoint(p, cfg.sampling.ckpt_id if cfg is not None else None)
+    state = read_checkpoint(path)
+    if cfg is None:
+        if not state.get("config"):
+            raise _no_config(path)
+        try:
+            cfg = load_config(state["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"{param}: the config stored in {str(path)!r} is invalid: {exc}") from None
+        origin = "the config stored in the checkpoint"
+    return path, state, cfg, origin
 
 
 def load_pretrained(name: str = "digits") -> tuple[nn.Module, Config]:
@@ -45,7 +107,8 @@ def load_pretrained(name: str = "digits") -> tuple[nn.Module, Config]:
 
 
 def resolve_checkpoint(path: str | os.PathLike, ckpt_id: int | None = None) -> Path:
-    """A checkpoint file or save_pretrained folder as it is, or the one to use in a training workdir:
+    """A checkpoint file or save_pretrained folder as it is, or the one to use in a training workdir or an official
+    run folder:
     ``checkpoint_<ckpt_id>.pth`` when given (the config's ``sampling.ckpt_id``), else the latest. CheckpointError
     naming ``ckpt`` when there is none."""
     p = Path(path)
@@ -78,12 +141,14 @@ def load_model(
 ) -> tuple[nn.Module, Config, Path]:
     """(model in eval mode on ``device``, its config, the weights file) from what a user names.
 
-    ``config``: a preset, a YAML file or a Config (default: the checkpoint's own); it is read first, so a bad
-    config is reported before anything about the checkpoint. ``ckpt``: a checkpoint file, a training workdir (its
-    ``sampling.ckpt_id`` checkpoint, else the latest), or None for the bundled digits model — which a config may
-    only accompany when it describes that same model (the file ``ncsn-fast configure digits`` writes does).
-    ``ema``: the EMA weights (default) or the raw ones. Raises ConfigError / CheckpointError naming ``config`` or
-    ``ckpt``.
+    ``config``: a preset, a YAML file or a Config (default: the checkpoint's own, or for a run folder of the
+    official code its ``config.yml``, with a one-line warning saying so); it is read first, so a bad config is
+    reported before anything about the checkpoint. ``ckpt``: a checkpoint file, a training workdir or official run
+    folder (its ``sampling.ckpt_id`` checkpoint, else the latest ``checkpoint_<step>.pth``), or None for the bundled
+    digits model — which a config may only accompany when it describes that same model (the file
+    ``ncsn-fast configure digits`` writes does). ``ema``: the EMA weights (default) or the raw ones. Raises
+    ConfigError / CheckpointError naming ``config`` or ``ckpt``; weights of another architecture name the
+    ``model.name`` that fits them.
     """
     cfg = load_config(config) if config is not None else None
     if ckpt is None:
@@ -99,15 +164,12 @@ def load_model(
                 f"(differs in {', '.join(diff[:4])}); pass its checkpoint"
             )
         cfg = cfg or bundled
-    else:
-        path = resolve_checkpoint(ckpt, cfg.sampling.ckpt_id if cfg is not None else None)
-        if cfg is None:
-            try:
-                cfg = config_from_checkpoint(path)
-            except ConfigError as exc:
-                raise CheckpointError(f"ckpt: the config stored in {str(path)!r} is invalid: {exc}") from None
+        model = build_model(cfg)
+        load_checkpoint(model, path, ema=ema, adopt_schedule=adopt_schedule)
+        return model.to(device).eval(), cfg, path
+    path, state, cfg, _ = checkpoint_and_config(ckpt, cfg)
     model = build_model(cfg)
-    load_checkpoint(model, path, ema=ema, adopt_schedule=adopt_schedule)
+    load_state(model, state, f"checkpoint {str(path)!r}", ema, adopt_schedule)
     return model.to(device).eval(), cfg, path
 
 
@@ -177,7 +239,7 @@ def from_pretrained(
 
     ``ema=False`` loads ``model_raw.safetensors`` (CheckpointError when the directory has none). Errors name the
     file: a missing config.yaml, a truncated file, or weights of another architecture (first mismatched keys)."""
-    from ncsn_fast.checkpoint import SAFETENSORS_RAW, load_state, read_safetensors
+    from ncsn_fast.checkpoint import SAFETENSORS_RAW, read_safetensors
 
     d = Path(directory)
     ckpt = read_safetensors(d)
@@ -196,6 +258,7 @@ def from_pretrained(
 
 FORMAT_NAMES = {
     "official": "official checkpoint [model_state, optimizer, epoch, step, ema_shadow]",
+    "ncsn_original": "original NCSN checkpoint [model_state, optimizer]",
     "ncsn_fast": "ncsn-fast checkpoint",
     "state_dict": "bare state dict",
     "safetensors": "safetensors weights",
@@ -254,24 +317,15 @@ def convert(
     writes a new one (it would describe another checkpoint). Raises ConfigError / CheckpointError / ValueError
     naming ``config``, ``checkpoint``/``ckpt``, ``raw`` or ``directory``.
     """
-    from ncsn_fast.checkpoint import SAFETENSORS_RAW, load_state, read_safetensors
+    from ncsn_fast.checkpoint import SAFETENSORS_RAW, read_safetensors
 
     cfg = load_config(config) if config is not None else None
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise ValueError(f"directory: {str(out)!r} exists and is not a folder")
-    path = resolve_checkpoint(checkpoint, cfg.sampling.ckpt_id if cfg is not None else None)
-    ckpt = read_checkpoint(path)
+    path, ckpt, cfg, config_origin = checkpoint_and_config(checkpoint, cfg, "checkpoint")
     where = f"checkpoint {str(path)!r}"
-    if cfg is None:
-        if not ckpt.get("config"):
-            raise CheckpointError(f"config: {where} carries no config; pass one (a preset or YAML file)")
-        try:
-            cfg = load_config(ckpt["config"])
-        except ConfigError as exc:
-            raise CheckpointError(f"checkpoint: the config stored in {str(path)!r} is invalid: {exc}") from None
-        config_origin = "the config stored in the checkpoint"
-    else:
+    if config is not None:
         config_origin = f"the config {config if not isinstance(config, Config) else 'given'}"
     model = build_model(cfg)
     load_state(model, ckpt, where, ema=False, adopt_schedule=adopt_schedule)  # the raw weights: keys, shapes, σ

@@ -2,7 +2,7 @@
 the value, found before the network runs once (a call counter on the model's forward, not a clock), and nothing
 left behind.
 
-71 distinct bad inputs: sample 41, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
+74 distinct bad inputs: sample 44, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
 bench 3 (the parametrize list below; argparse's own errors are one line too).
 """
 
@@ -32,6 +32,12 @@ def workspace(tmp_path, monkeypatch, reference_dir):
     (tmp_path / "taken").write_text("an existing file")
     (tmp_path / "emptydir").mkdir()
     (tmp_path / "bad.yml").write_text("sampling:\n  n_step_each: 5\n")
+    (tmp_path / "run").mkdir()  # a run folder whose config.yml carries a Python tag other than argparse.Namespace
+    (tmp_path / "run" / "config.yml").write_text(
+        "!!python/object:argparse.Namespace\nmodel: !!python/object:argparse.Namespace\n  ngf: 16\n"
+        "device: !!python/object/apply:torch.device\n- cuda\n"
+    )
+    (tmp_path / "freq.yml").write_text("training:\n  ngpu: 1\n  algo: dsm_freq\nmodel:\n  batch_norm: false\n")
     import numpy as np
 
     np.savez(tmp_path / "two.npz", a=np.zeros((2, 1, 16, 16)), b=np.zeros(3))
@@ -96,6 +102,10 @@ CASES = [
         ["sample", "--ckpt", "ncsn/checkpoint.pth", "--config", "ncsn/config.yml", "--sampler", "heun"],
         ["NCSNv2", "heun"],
     ),
+    # sample: files of the official code
+    (["sample", "--ckpt", "run"], ["--ckpt", "run/config.yml", "line 4", "!!python/object/apply:torch.device"]),
+    (["sample", "--config", "freq.yml", "--ckpt", "ncsn/checkpoint.pth"], ["training.algo", "dsm_freq"]),
+    (["sample", "--ckpt", "ncsn/checkpoint.pth", "--config", "cifar10"], ["ncsn/checkpoint.pth", "model.name: ncsn:"]),
     # train
     (["train", "--config", "digits", "--workdir", "w", "--max-steps", "0"], ["--max-steps", "0"]),
     (["train", "--config", "digits", "--workdir", "w", "--keep", "0"], ["--keep", "0"]),
