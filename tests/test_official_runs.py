@@ -212,6 +212,7 @@ def test_an_original_run_folder_loads_from_ckpt_alone(tmp_path, reference_dir):
         model, _, path = load_model(run)  # no EMA in the original code: the raw weights, said once
     messages = [str(w.message) for w in seen]
     assert any("run folder's own" in m for m in messages) and any("original NCSN schema" in m for m in messages)
+    assert not any("no EMA" in m for m in messages)  # model.ema: false asks for the raw weights
     assert path == run / "checkpoint_5000.pth" and type(model) is NCSN
     v = torch.load(reference_dir / "ncsn_32" / "vectors.pt", weights_only=True)
     with torch.no_grad():

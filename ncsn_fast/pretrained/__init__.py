@@ -169,7 +169,9 @@ def load_model(
         return model.to(device).eval(), cfg, path
     path, state, cfg, _ = checkpoint_and_config(ckpt, cfg)
     model = build_model(cfg)
-    load_state(model, state, f"checkpoint {str(path)!r}", ema, adopt_schedule)
+    # A config that trains without EMA (model.ema: false, as the original NCSN code) expects raw weights: no warning.
+    use_ema = ema and (cfg.model.ema or bool(state.get("ema")))
+    load_state(model, state, f"checkpoint {str(path)!r}", use_ema, adopt_schedule)
     return model.to(device).eval(), cfg, path
 
 
