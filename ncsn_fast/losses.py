@@ -25,15 +25,22 @@ def dsm_loss(
     For anneal_power 2 the loss is computed as ½‖σ·s + z‖² in float32: the naive form squares values of order
     1/σ_L² ≈ 1e4, which overflows float16 and loses bits in bfloat16 under autocast.
     """
-    if x.dim() < 2:
-        raise ValueError(f"x: expected a batch (N, ...), got shape {tuple(x.shape)}")
+    from ncsn_fast.validation import check_input_for, check_labels, describe
+
+    if not callable(model):
+        raise TypeError(f"model: expected a score model s(x, labels), got {describe(model)}")
+    check_input_for(model, "x", x)
+    if not isinstance(sigmas, torch.Tensor) or not sigmas.is_floating_point() or sigmas.dim() != 1 or not len(sigmas):
+        raise TypeError(f"sigmas: expected the noise levels as a 1-D float tensor (L,), got {describe(sigmas)}")
     n = x.shape[0]
     if labels is None:
         labels = torch.randint(0, len(sigmas), (n,), device=x.device, generator=generator)
+    else:
+        check_labels("labels", labels, n, len(sigmas))
     if unit_noise is None:
         unit_noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-    elif unit_noise.shape != x.shape:
-        raise ValueError(f"unit_noise: shape {tuple(unit_noise.shape)} must equal x's shape {tuple(x.shape)}")
+    elif not isinstance(unit_noise, torch.Tensor) or unit_noise.shape != x.shape:
+        raise ValueError(f"unit_noise: expected a tensor of x's shape {tuple(x.shape)}, got {describe(unit_noise)}")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction: must be 'mean' or 'none', got {reduction!r}")
     used = sigmas[labels].view(n, *([1] * (x.dim() - 1)))

@@ -112,11 +112,29 @@ class NCSNScoreModel(ModelMixin, ConfigMixin):
     def forward(
         self, sample: torch.Tensor, timestep: torch.Tensor | int, return_dict: bool = True
     ) -> NCSNOutput | tuple[torch.Tensor]:
+        """The score of ``sample`` (any floating dtype; the network runs in its own) at the label ``timestep``, in
+        the sample's dtype."""
+        if not (isinstance(sample, torch.Tensor) and sample.is_floating_point()):
+            self.network.check_input("sample", sample)  # one line naming sample and what it was
         labels = torch.as_tensor(timestep, device=sample.device)
         if labels.dim() == 0:
             labels = torch.full((sample.shape[0],), int(labels), dtype=torch.long, device=sample.device)
-        out = self.network(sample, labels.long())
+        # The network in its own dtype, the score back in the sample's: a float32 chain stays float32 around a
+        # bf16/fp16 network (as ncsn-fast's HalfNetwork), and in float32 both casts are no-ops (bitwise the CLI's).
+        out = self.network(sample.to(self.network.begin_conv.weight.dtype), labels.long()).to(sample.dtype)
         return NCSNOutput(sample=out) if return_dict else (out,)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> NCSNScoreModel:
+        """diffusers' loading, then the weights in ``torch_dtype`` (or ``dtype``, which wins, as in diffusers).
+
+        diffusers builds the model under that default dtype but then assigns the file's float32 tensors to it, so
+        the dtype would be lost; σ stays float32 (``RefineNetScore._apply``), as with ``.to(dtype)``."""
+        dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
+        model = super().from_pretrained(*args, **kwargs)
+        if isinstance(dtype, torch.dtype) and model.dtype != dtype:
+            torch.nn.Module.to(model, dtype=dtype)  # not ModelMixin.to: its fp32-modules warning is about none here
+        return model
 
 
 # --------------------------------------------------------------------------------------------- the scheduler
@@ -277,7 +295,10 @@ class NCSNv2Pipeline(DiffusionPipeline):
         and every noise draw — :func:`cli_generator` gives the command line's. ``output_type``: "pil" (a list of
         PIL images), "np" ((N, H, W, C) float32 in [0, 1]) or "pt" ((N, C, H, W) float32 in [0, 1], on the CPU).
         ``backend``: the ops of the network; "torch" (default) the official computation, as ``--backend torch``
-        (the update and its noise are always the scheduler's)."""
+        (the update and its noise are always the scheduler's). The unet may be in any dtype (``pipe.to(torch.
+        bfloat16)``, ``from_pretrained(folder, torch_dtype=torch.float16)``): the chain stays float32 and only the
+        network runs in the unet's dtype, as ncsn-fast's own runtime does; in float32 the images are bitwise the
+        command line's."""
         from ncsn_fast.data import inverse_data_transform
         from ncsn_fast.ops._backend import use_backend
         from ncsn_fast.sampling.generate import check_data_range

@@ -7,7 +7,7 @@ they share one forward. Stage and block names are the official ones (``res1``, `
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from ncsn_fast.models.registry import register_model
 from ncsn_fast.nn.layers import RefineBlock, ResidualBlock, get_act, norm_act
 from ncsn_fast.nn.normalization import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus
 from ncsn_fast.techniques import get_sigmas
+from ncsn_fast.validation import check_labels, check_model_input, describe
 
 if TYPE_CHECKING:
     from ncsn_fast.config import Config
@@ -123,6 +124,23 @@ class RefineNetScore(nn.Module):
                 self._buffers["sigmas"] = sigmas.to(device=new.device)
         return out
 
+    def check_input(self, name: str, x: Any) -> torch.Tensor:
+        """``x`` as this network takes it: images (N, C, H, W) of the config's channel count, H and W multiples of
+        the total downsampling (``downsample_factor``: each non-dilated downsampling ResBlock halves the side with a
+        2×2 mean pool whose four strided views must have equal sizes), floating point in the weights' dtype (any
+        under autocast), on the weights' device. One-line errors naming ``name`` (:mod:`ncsn_fast.validation`)."""
+        d = self.config.data
+        if d.rescaled:
+            to_data_space = f"{name}.float() / 127.5 - 1"
+        elif d.logit_transform:
+            to_data_space = f"ncsn_fast.data.data_transform(cfg, {name}.float() / 255, dequantize=False)"
+        else:
+            to_data_space = f"{name}.float() / 255"
+        w = self.begin_conv.weight
+        return check_model_input(
+            name, x, d.channels, self.downsample_factor, type(self).__name__, w.dtype, w.device, to_data_space
+        )
+
     def features(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The network output before Technique 3's division by σ."""
         h = 2 * x - 1.0 if self.rescale_input else x
@@ -145,7 +163,12 @@ class RefineNetScore(nn.Module):
         NCSNv2 models are σ-agnostic by Technique 3 (s_θ(x, σ) = f_θ(x)/σ), so any σ > 0 works. The original
         NCSN conditions on discrete labels: it accepts only its own noise levels (relative tolerance 1e-4).
         """
+        self.check_input("x", x)
         n = x.shape[0]
+        if not isinstance(sigma, (int, float, torch.Tensor)) or isinstance(sigma, bool):
+            raise TypeError(f"sigma: expected a number or a float tensor of shape ({n},), got {describe(sigma)}")
+        if isinstance(sigma, torch.Tensor) and (sigma.numel() not in (1, n) or sigma.is_complex()):
+            raise ValueError(f"sigma: expected a number or a float tensor of shape ({n},), got {describe(sigma)}")
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(n)
         if not bool((sigma > 0).all()):
             raise ValueError(f"sigma: must be positive, got min {float(sigma.min())}")
@@ -165,6 +188,9 @@ class RefineNetScore(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Score s_θ(x, σ_y): x in the config's data space ([0, 1] by default), y = noise-level indices (long)."""
+        self.check_input("x", x)
+        levels = self.num_classes if self.conditional else len(self.sigmas)
+        check_labels("y", y, x.shape[0], levels, "; for a noise level σ call model.score(x, sigma)")
         h = self.features(x, y)
         if self.conditional:
             return h

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ncsn_fast.validation import check_batch
+
 
 class Denoiser(nn.Module):
     """D(x, σ) = x + σ²·s(x, σ) of an ncsn-fast model (or any module with ``score(x, sigma)``).
@@ -34,6 +36,7 @@ class Denoiser(nn.Module):
         self.inner_model = model  # k-diffusion's wrappers keep the network under this name too
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        check_batch("x", x)  # the model's score checks the rest, naming x too
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
         s = self.inner_model.score(x, sigma)
         return x + sigma.view(-1, *([1] * (x.dim() - 1))).to(x.dtype) ** 2 * s.to(x.dtype)

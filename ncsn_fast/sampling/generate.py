@@ -25,7 +25,7 @@ from ncsn_fast.sampling.langevin import annealed_langevin, tweedie_denoise
 from ncsn_fast.sampling.registry import get_sampler, minimum_nfe, sampler_parameters
 from ncsn_fast.sampling.schedules import thin_schedule
 from ncsn_fast.seeding import derive_seed
-from ncsn_fast.validation import check_int, check_positive
+from ncsn_fast.validation import check_int, check_model_input, check_positive, describe
 from ncsn_fast.vocab import SAMPLER_OPTIONS
 
 if TYPE_CHECKING:
@@ -211,11 +211,16 @@ def sample_batches(
 
     check_int("n", n, 1)
     check_int("batch_size", batch_size, 1)
-    cfg_model = runtime.model_of(model) or model
-    resolved = plan if isinstance(plan, ResolvedPlan) else plan.resolve(cfg, getattr(cfg_model, "conditional", False))
+    model = check_sampling_model(model, cfg)
+    resolved = plan if isinstance(plan, ResolvedPlan) else plan.resolve(cfg, getattr(model, "conditional", False))
     p = resolved.plan
     if resolved.data_init and data is None:
         raise ValueError("data: data initialisation (sampling.data_init) needs the training images")
+    if resolved.data_init:
+        size = cfg.data.image_size
+        check_model_input("data", data, cfg.data.channels, owner="data initialisation", to_data_space="data / 255")
+        if tuple(data.shape[2:]) != (size, size):
+            raise ValueError(f"data: initialisation takes the config's {size}×{size} images, got {describe(data)}")
     device = next(model.parameters()).device
     shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     mine = list(range(rank, -(-n // batch_size), world))
@@ -231,6 +236,27 @@ def sample_batches(
             yield SampleBatch(b, images[0], images[1] if both_modes else None)
     finally:
         bar.close()
+
+
+def check_sampling_model(model: Any, cfg: Config) -> torch.nn.Module:
+    """The model that :func:`sample_batches` samples from: an ``nn.Module`` (a bound ``model.score`` is taken as its
+    model) that takes the config's images; one-line errors naming ``model`` or ``cfg``."""
+    model = getattr(model, "__self__", model) if callable(getattr(model, "__self__", None)) else model
+    if not isinstance(model, torch.nn.Module) or next(model.parameters(), None) is None:
+        raise TypeError(f"model: expected an ncsn-fast model (an nn.Module with weights), got {describe(model)}")
+    inner = runtime.model_of(model)
+    if inner is not None:
+        c, size, div = cfg.data.channels, cfg.data.image_size, inner.downsample_factor
+        if c != inner.config.data.channels:
+            raise ValueError(
+                f"cfg: data.channels is {c}, the model ({type(inner).__name__}) takes {inner.config.data.channels}"
+            )
+        if size % div:
+            raise ValueError(
+                f"cfg: data.image_size is {size}, {type(inner).__name__} downsamples by {div}: the size "
+                f"must be a multiple of {div}"
+            )
+    return model
 
 
 def _sample_one(model, cfg, r: ResolvedPlan, size, shape, gen, device, data, bar, rt, callback, both_modes):

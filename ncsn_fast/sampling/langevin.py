@@ -24,7 +24,7 @@ import torch
 from ncsn_fast.sampling import runtime
 from ncsn_fast.sampling.runtime import Score
 from ncsn_fast.sampling.schedules import check_sigmas, warn_if_too_coarse
-from ncsn_fast.validation import check_int, check_positive
+from ncsn_fast.validation import check_int, check_positive, describe
 
 
 def level_labels(sigmas: torch.Tensor, labels: Sequence[int] | torch.Tensor | None) -> list[int]:
@@ -190,6 +190,8 @@ def annealed_langevin(
     the chain diverges. Warns when consecutive σ are too far apart for the chain to mix (see
     :func:`~ncsn_fast.sampling.schedules.warn_if_too_coarse`).
     """
+    if not callable(score):
+        raise TypeError(f"score: expected a model or a score function score(x, labels), got {describe(score)}")
     runtime.check_x0(x0, score)
     sigmas = check_sigmas(sigmas)
     check_int("n_steps_each", n_steps_each, 1)

@@ -19,6 +19,7 @@ import torch
 
 from ncsn_fast.ops._backend import use_backend
 from ncsn_fast.precision import check_precision
+from ncsn_fast.validation import check_input_for, describe
 from ncsn_fast.vocab import SAMPLER_BACKENDS
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -171,23 +172,20 @@ def model_of(score: Any) -> Any:
 
 
 def check_x0(x0: Any, score: Any, name: str = "x0") -> torch.Tensor:
-    """A floating-point batch (N, ...); for an ncsn-fast model, images (N, C, H, W) of its channel count and a size
-    its downsampling divides. Errors name ``name`` and the shape."""
-    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {getattr(x0, 'dtype', type(x0).__name__)}")
-    if x0.dim() < 2 or x0.shape[0] < 1:
-        raise ValueError(f"{name}: expected a non-empty batch (N, ...), got shape {tuple(x0.shape)}")
-    model = model_of(score)
-    if model is not None:
-        c, div = model.config.data.channels, model.downsample_factor
-        if x0.dim() != 4 or x0.shape[1] != c:
-            raise ValueError(f"{name}: the model takes images (N, {c}, H, W), got shape {tuple(x0.shape)}")
-        if x0.shape[2] % div or x0.shape[3] % div:
-            raise ValueError(
-                f"{name}: the model downsamples by {div}, so H and W must be multiples of {div}; got shape "
-                f"{tuple(x0.shape)}"
-            )
-    return x0
+    """A floating-point batch (N, ...); for an ncsn-fast model (or its bound method), images it takes
+    (:meth:`~ncsn_fast.models.refinenet.RefineNetScore.check_input`: shape, dtype, device). Errors name ``name``
+    and say what ``x0`` was."""
+    return check_input_for(score, name, x0)
+
+
+def score_function(score: Any, name: str = "score") -> Score:
+    """What the σ-conditioned samplers call: ``score(x, sigma)``. A model passed as it is (whose ``forward`` takes
+    noise-level labels) is taken as its ``score`` method; anything else must be callable."""
+    if isinstance(score, torch.nn.Module) and callable(getattr(score, "score", None)):
+        return score.score
+    if not callable(score):
+        raise TypeError(f"{name}: expected a score function score(x, sigma) or a model, got {describe(score)}")
+    return score
 
 
 class NoiseStream:

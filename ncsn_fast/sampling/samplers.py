@@ -2,12 +2,13 @@
 generator=None, **options)``.
 
 ``score(x, sigma)`` takes a per-sample σ tensor of shape (N,) — e.g. ``model.score`` of an NCSNv2, which Technique
-3 makes σ-continuous — and ``nfe`` bounds the number of score calls. ``x0`` (N, ...) is the start: the prior
-N(0, σ_max² I) (:func:`~ncsn_fast.sampling.prior_samples`) for every sampler but ``ald``, which starts like the
-official sampler (:func:`~ncsn_fast.sampling.init_samples`). Every sampler takes the runtime options ``precision``,
-``backend``, ``cuda_graphs``, ``seed`` and ``progress`` (:mod:`ncsn_fast.sampling.runtime`); every stochastic step
-draws its noise through one :class:`~ncsn_fast.sampling.runtime.NoiseStream` (the fused op's Philox stream, keyed
-by ``seed`` — drawn from ``generator`` when not given — or, with ``backend="torch"``, ``torch.randn``).
+3 makes σ-continuous (a model passed itself runs as its ``score``) — and ``nfe`` bounds the number of score calls.
+``x0`` (N, ...) is the start: the prior N(0, σ_max² I) (:func:`~ncsn_fast.sampling.prior_samples`) for every
+sampler but ``ald``, which starts like the official sampler (:func:`~ncsn_fast.sampling.init_samples`). Every
+sampler takes the runtime options ``precision``, ``backend``, ``cuda_graphs``, ``seed`` and ``progress``
+(:mod:`ncsn_fast.sampling.runtime`); every stochastic step draws its noise through one
+:class:`~ncsn_fast.sampling.runtime.NoiseStream` (the fused op's Philox stream, keyed by ``seed`` — drawn from
+``generator`` when not given — or, with ``backend="torch"``, ``torch.randn``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def prepare(
     backend: str,
     cuda_graphs: bool,
 ) -> tuple[Score, NoiseStream, torch.Tensor]:
-    """(the network wrapped for the run, the noise stream, the state: a contiguous copy of x0)."""
+    """(the network wrapped for the run, the noise stream, the state: a contiguous copy of x0). A model passed as
+    ``score`` runs as its ``score`` method (:func:`~ncsn_fast.sampling.runtime.score_function`)."""
+    score = runtime.score_function(score)
     runtime.check_x0(x0, score)
     check_positive("sigma_max", sigma_max)
     check_positive("sigma_min", sigma_min)
@@ -79,6 +82,8 @@ def ald(
 ) -> torch.Tensor:
     """Annealed Langevin dynamics (NCSNv2 Algorithm 1) on L = ⌊(nfe − denoise)/T⌋ geometric levels, ε from
     Technique 4 (Eq. (6)) unless given. With the model's own schedule and ε it is :func:`annealed_langevin`."""
+    score = runtime.score_function(score)
+    runtime.check_x0(x0, score)
     min_nfe("ald", nfe, 2 * n_steps_each + int(denoise))
     L = (nfe - int(denoise)) // n_steps_each
     sigmas = geometric_sigmas(sigma_max, sigma_min, L)

@@ -155,10 +155,11 @@ def test_model_inputs_are_checked_at_the_public_boundary():
 
     model, cfg = nf.load_pretrained("digits")
     sig = nf.get_sigmas(cfg)[:2]
+    takes = r"x0: NCSNv2 takes images \(N, 1, H, W\) with N ≥ 1, got a float32 tensor of shape "
     for x0, needle in (
-        (torch.rand(2, 16, 16), r"x0: the model takes images \(N, 1, H, W\), got shape \(2, 16, 16\)"),
-        (torch.rand(2, 3, 16, 16), r"x0: the model takes images \(N, 1, H, W\), got shape \(2, 3, 16, 16\)"),
-        (torch.rand(2, 1, 15, 16), "x0: the model downsamples by 2"),
+        (torch.rand(2, 16, 16), takes + r"\(2, 16, 16\)"),
+        (torch.rand(2, 3, 16, 16), takes + r"\(2, 3, 16, 16\)"),
+        (torch.rand(2, 1, 15, 16), "x0: NCSNv2 downsamples by 2"),
     ):
         with pytest.raises(ValueError, match=needle):
             annealed_langevin(model, x0, sig, 1, 1e-5)
