@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from ncsn_fast.configs.official import NAMESPACE_TAG, YAML_TAG, RefusedTag, RunFolderLoader  # noqa: F401
+
 
 class ConfigError(ValueError):
     """A config key is unknown or its value is invalid; the message names both."""
@@ -382,38 +384,6 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("ncsn_fast.configs").joinpath(f"{name}.yml")))
 
 
-YAML_TAG = "tag:yaml.org,2002:"
-NAMESPACE_TAG = YAML_TAG + "python/object:argparse.Namespace"  # yaml.dump(argparse.Namespace(...))
-
-
-class _RefusedTag(yaml.YAMLError):
-    def __init__(self, tag: str, line: int) -> None:
-        super().__init__(tag)
-        self.tag, self.line = tag, line
-
-
-class RunFolderLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` plus one tag: ``!!python/object:argparse.Namespace``, which the official ``main.py``
-    writes into every run folder's ``config.yml`` (``yaml.dump(dict2namespace(config))``), read as a plain mapping.
-    Nothing is constructed: any other Python tag (or unknown tag) raises, naming the tag and its line."""
-
-
-def _namespace_as_mapping(loader: RunFolderLoader, node: yaml.Node) -> dict[Any, Any]:
-    if not isinstance(node, yaml.MappingNode):
-        raise _RefusedTag(f"{node.tag} on a {node.id}", node.start_mark.line + 1)
-    return loader.construct_mapping(node, deep=True)
-
-
-def _refuse_tag(loader: RunFolderLoader, suffix: Any, node: yaml.Node | None = None) -> Any:
-    node = suffix if node is None else node  # add_constructor(None, …) passes (loader, node)
-    raise _RefusedTag(node.tag, node.start_mark.line + 1)
-
-
-RunFolderLoader.add_constructor(NAMESPACE_TAG, _namespace_as_mapping)
-RunFolderLoader.add_multi_constructor(YAML_TAG + "python/", _refuse_tag)
-RunFolderLoader.add_constructor(None, _refuse_tag)
-
-
 def read_yaml(path: str | Path) -> Any:
     """The content of a YAML file, plain or as the official ``main.py`` writes it (:class:`RunFolderLoader`).
 
@@ -423,7 +393,7 @@ def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
         return yaml.load(path.read_text(), Loader=RunFolderLoader)  # noqa: S506 (a SafeLoader subclass)
-    except _RefusedTag as exc:
+    except RefusedTag as exc:
         tag = exc.tag.replace(YAML_TAG, "!!")
         kind = "Python tag" if exc.tag.startswith(YAML_TAG + "python/") else "tag"
         raise ConfigError(

@@ -110,8 +110,10 @@ def save_grid(
     """Images (N, C, H, W) in [0, 1] as a PNG grid of ``nrow`` columns; small images are upscaled by an integer
     factor (nearest neighbour: pixels stay sharp) so that the grid is at least ``min_side`` pixels wide.
     ``mark_column`` k paints the gap before column k red (e.g. where the samples end and their neighbours begin).
-    Written atomically."""
-    from torchvision.utils import make_grid, save_image
+    Written atomically. The same pixels as torchvision's ``make_grid`` + ``save_image`` (tests/test_images.py
+    compares them) without importing torchvision, whose import pulls in torch._dynamo: seconds of every command's
+    startup (issue 23)."""
+    from PIL import Image
 
     from ncsn_fast.io import atomic_write
 
@@ -122,10 +124,30 @@ def save_grid(
     if factor > 1:
         x = F.interpolate(x, scale_factor=factor, mode="nearest")
     pad = padding * factor if mark_column is None else max(2, padding) * factor
-    grid = make_grid(x, nrow=nrow, padding=pad)
+    grid = _make_grid(x, nrow, pad)
     if mark_column is not None:
         left = mark_column * (x.shape[-1] + pad)
         grid[:, :, left : left + pad] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
+    # save_image's rounding: ×255, +0.5, clamp, truncate to uint8
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
     p = Path(path)
-    atomic_write(p, lambda f: save_image(grid, f, format="png"))
+    atomic_write(p, lambda f: Image.fromarray(pixels).save(f, format="png"))
     return p
+
+
+def _make_grid(x: torch.Tensor, nrow: int, padding: int) -> torch.Tensor:
+    """torchvision's make_grid for (N, C, H, W) with C = 1 or 3: gray to RGB, ``nrow`` columns, zero padding
+    around and between the images; returns (3, rows·(H + padding) + padding, cols·(W + padding) + padding), or
+    the one image itself when N = 1."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    n, c, h, w = x.shape
+    if n == 1:  # as make_grid: a single image without a frame
+        return x[0].clone()
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    grid = x.new_zeros(c, rows * (h + padding) + padding, cols * (w + padding) + padding)
+    for k in range(n):
+        top, left = (k // cols) * (h + padding) + padding, (k % cols) * (w + padding) + padding
+        grid[:, top : top + h, left : left + w] = x[k]
+    return grid

@@ -4,9 +4,12 @@ run one way (no cycles), product files stay small, and ``--help`` loads neither 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ncsn_fast"
 MAX_LINES = 450
@@ -114,6 +117,37 @@ def test_help_imports_neither_torch_nor_triton():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_sampling_loads_neither_dynamo_nor_inductor():
+    """Issue 23's startup budget: a command that does not compile (here the bundled model sampled at 3
+    evaluations through the CLI's own main) never imports torch._dynamo or torch._inductor (2 and 2.6 s of imports
+    on this CPU); the compiled paths still work (tests/ops: torch.compile(fullgraph=True) against eager)."""
+    code = (
+        "import sys, tempfile\n"
+        "from ncsn_fast.cli import main\n"
+        "with tempfile.TemporaryDirectory() as d:\n"
+        "    main(['sample', '--nfe', '3', '--n', '2', '--out', d, '--quiet'])\n"
+        "print('LOADED', sorted(m for m in ('torch._dynamo', 'torch._inductor', 'triton') if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # as a user runs it
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "LOADED []", done.stdout[-500:]
+
+
+def test_the_constant_marker_is_what_torch_compiler_sets():
+    """ops/_backend.py marks has_kernel/triton_usable constant without importing torch._dynamo; if torch changes
+    how assume_constant_result marks a function, this fails instead of torch.compile silently tracing them."""
+    from ncsn_fast.ops import _backend
+
+    def probe() -> bool:
+        return True
+
+    before = set(vars(probe))
+    torch_marked = torch.compiler.assume_constant_result(probe)
+    assert torch_marked is probe and set(vars(probe)) - before == {"_dynamo_marked_constant"}
+    assert _backend.has_kernel._dynamo_marked_constant is True and _backend.triton_usable._dynamo_marked_constant
 
 
 def test_the_shadowing_function_is_gone():

@@ -76,7 +76,15 @@ def extension_error() -> str | None:
     return None
 
 
-@torch.compiler.assume_constant_result  # torch.compile takes the answer as a constant instead of tracing it
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result`` without its import of torch._dynamo (2 s of every command's
+    startup, issue 23): that decorator only sets this attribute, which Dynamo reads when it meets the call
+    (tests/ops/test_backend.py checks the two agree). torch.compile then takes the answer as a constant."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
 def has_kernel(op: str, device_type: str) -> bool:
     """Whether the compiled extension registered ``ncsn_fast::op`` for a device type ('cpu' or 'cuda')."""
     if extension_error() is not None:
@@ -90,7 +98,16 @@ def triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-@torch.compiler.assume_constant_result
+def triton_at_import() -> bool:
+    """Whether the op modules define their Triton ops when imported: only where Triton can run now (a CUDA
+    device, or ``TRITON_INTERPRET=1``). Defining a ``triton_op`` imports torch._inductor (2.6 s of every
+    command's startup on a CPU, issue 23); elsewhere an op defines it on first use of ``backend="triton"``."""
+    if not triton_importable():
+        return False
+    return os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
+
+
+@_assume_constant_result
 def triton_usable(device_type: str) -> bool:
     if not triton_importable():
         return False

@@ -81,6 +81,8 @@ def instance_norm_pp_elu(
     if name == "reference":
         return reference.instance_norm_pp_elu(x, alpha, gamma, beta, eps, apply_elu=apply_elu)
     if name == "triton":
+        if not _triton_defined:
+            _define_triton()
         return torch.ops.ncsn_fast.instance_norm_pp_elu_triton(x, alpha, gamma, beta, eps, apply_elu)[0]
     return torch.ops.ncsn_fast.instance_norm_pp_elu(x, alpha, gamma, beta, eps, apply_elu)[0]
 
@@ -125,12 +127,22 @@ def _register() -> None:
             _make_backward(torch.ops.ncsn_fast.instance_norm_pp_elu_backward),
             setup_context=_setup_context,
         )
-    if _backend.triton_importable():
-        from ncsn_fast.ops.triton import instance_norm_pp_elu as tri
+    if _backend.triton_at_import():
+        _define_triton()
 
-        tri.instance_norm_pp_elu_triton.register_autograd(
-            _make_backward(tri.instance_norm_pp_elu_triton_backward), setup_context=_setup_context
-        )
+
+_triton_defined = False
+
+
+def _define_triton() -> None:
+    """The Triton op and its autograd (at import where Triton can run, else on first use: see triton_at_import)."""
+    global _triton_defined
+    from ncsn_fast.ops.triton import instance_norm_pp_elu as tri
+
+    tri.instance_norm_pp_elu_triton.register_autograd(
+        _make_backward(tri.instance_norm_pp_elu_triton_backward), setup_context=_setup_context
+    )
+    _triton_defined = True
 
 
 _register()

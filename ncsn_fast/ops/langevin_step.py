@@ -50,6 +50,8 @@ def langevin_step_(
     if name == "reference":
         reference.langevin_step_(x, score, step_size, seed, offset, stats)
     elif name == "triton":
+        if not _triton_defined:
+            _define_triton()
         torch.ops.ncsn_fast.langevin_step_triton_(x, score, step_size, seed, offset, stats)
     else:
         torch.ops.ncsn_fast.langevin_step_(x, score, step_size, seed, offset, stats)
@@ -63,8 +65,19 @@ def _register() -> None:
         def _fake(x, score, step_size, seed, offset, stats):  # mutates x and stats, returns nothing
             return None
 
-    if _backend.triton_importable():
-        from ncsn_fast.ops.triton import langevin_step as _tri  # noqa: F401  (defines the triton op)
+    if _backend.triton_at_import():
+        _define_triton()
+
+
+_triton_defined = False
+
+
+def _define_triton() -> None:
+    """The Triton op (at import where Triton can run, else on first use: see _backend.triton_at_import)."""
+    global _triton_defined
+    from ncsn_fast.ops.triton import langevin_step as _tri  # noqa: F401  (defines the triton op)
+
+    _triton_defined = True
 
 
 _register()
