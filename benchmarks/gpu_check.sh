@@ -91,8 +91,9 @@ else
   note "preflight: ok (setuptools, ninja, pytest, pytest-benchmark, torch present)"
 fi
 
-# 1. Build against the machine's own torch (no build isolation: there is no network to fetch build deps).
-step "build" 240 "$OUT_DIR/build.log" "$PY" -m pip install --no-build-isolation --no-deps -e .
+# 1. Build against the machine's own torch (no build isolation: there is no network to fetch build deps), CUDA
+# required: without nvcc or a CUDA torch the build fails instead of producing a CPU-only _C.
+step "build" 240 "$OUT_DIR/build.log" env NCSN_FAST_BUILD_CUDA=1 "$PY" -m pip install --no-build-isolation --no-deps -e .
 
 # 2. The doctor first: what this machine is and whether every kernel computes correctly here (exit 1 names rows).
 # Cold Triton kernels and the compiled model take minutes on a fresh machine.
