@@ -49,5 +49,8 @@ def test_dry_run_names_every_step_that_did_not_run(tmp_path):
     for name in STEPS:
         assert f"{name}: NOT RUN (dry run; would run: " in out, name
     assert not [s for s in lines[3:] if re.search(r": (ok|FAILED|TIMED OUT) ", s)]  # no step claims to have run
+    for tool in ("memcheck", "racecheck"):  # overruns inside the caching allocator's blocks are invisible otherwise
+        assert f"would run: env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool {tool}" in out
+    assert "would run: env NCSN_FAST_BUILD_CUDA=1 " in out  # a CPU-only build is a failed build
     last = lines[-1]
     assert last == f"== did not run ({len(STEPS)}): " + ", ".join(STEPS), last
