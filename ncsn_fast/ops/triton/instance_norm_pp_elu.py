@@ -19,6 +19,13 @@ BLOCK_HW = 1024
 
 
 @triton.jit
+def _plane_offset(pid, C, s_n, s_c):
+    """n·s_n + c·s_c of plane pid = n·C + c, in int64: program ids and strides below 2^31 are int32, whose
+    products wrap for tensors of 2^31 elements or more (element offsets p·s_p are widened the same way)."""
+    return (pid // C).to(tl.int64) * s_n + (pid % C).to(tl.int64) * s_c
+
+
+@triton.jit
 def _instance_norm_pp_stats_kernel(
     x_ptr,  # (N, C, HW) with strides (s_n, s_c, s_p)
     mean_ptr,  # (N * C,) float32 out: spatial mean
@@ -32,18 +39,16 @@ def _instance_norm_pp_stats_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)  # one program per (n, c) plane
-    n = pid // C
-    c = pid % C
-    base = x_ptr + n * s_n + c * s_c
+    base = x_ptr + _plane_offset(pid, C, s_n, s_c)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        acc += tl.load(base + offs * s_p, mask=offs < HW, other=0.0).to(tl.float32)
+        acc += tl.load(base + offs.to(tl.int64) * s_p, mask=offs < HW, other=0.0).to(tl.float32)
     mu = tl.sum(acc, axis=0) / HW
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, HW, BLOCK):  # second pass: exact where sum-of-squares would cancel
         offs = start + tl.arange(0, BLOCK)
-        xv = tl.load(base + offs * s_p, mask=offs < HW, other=0.0).to(tl.float32)
+        xv = tl.load(base + offs.to(tl.int64) * s_p, mask=offs < HW, other=0.0).to(tl.float32)
         d = tl.where(offs < HW, xv - mu, 0.0)
         acc += d * d
     var = tl.sum(acc, axis=0) / HW
@@ -67,20 +72,18 @@ def _instance_norm_pp_apply_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    n = pid // C
-    c = pid % C
     mu = tl.load(mean_ptr + pid)
     a = tl.load(a_ptr + pid)
     b = tl.load(b_ptr + pid)
-    off = n * s_n + c * s_c
+    off = _plane_offset(pid, C, s_n, s_c)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        xv = tl.load(x_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        xv = tl.load(x_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         z = a * (xv - mu) + b
         if APPLY_ELU:
             z = tl.where(z > 0, z, tl.exp(tl.minimum(z, 0.0)) - 1.0)
-        tl.store(y_ptr + off + offs * s_p, z.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_ptr + off + offs.to(tl.int64) * s_p, z.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -101,20 +104,18 @@ def _instance_norm_pp_grad_sums_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    n = pid // C
-    c = pid % C
     mu = tl.load(mean_ptr + pid)
-    off = n * s_n + c * s_c
+    off = _plane_offset(pid, C, s_n, s_c)
     acc_g = tl.zeros([BLOCK], dtype=tl.float32)
     acc_gx = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        g = tl.load(dy_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(dy_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         if APPLY_ELU:  # dELU/dz from the output: 1 for z > 0, else exp(z) = y + 1
-            yv = tl.load(y_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+            yv = tl.load(y_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
             g = g * tl.where(yv > 0, 1.0, yv + 1.0)
-        xv = tl.load(x_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        xv = tl.load(x_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         acc_g += g
         acc_gx += g * tl.where(mask, xv - mu, 0.0)
     tl.store(sg_ptr + pid, tl.sum(acc_g, axis=0))
@@ -141,24 +142,22 @@ def _instance_norm_pp_grad_apply_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    n = pid // C
-    c = pid % C
     mu = tl.load(mean_ptr + pid)
     gbar = tl.load(gbar_ptr + pid)
     k1 = tl.load(k1_ptr + pid)
     k2 = tl.load(k2_ptr + pid)
     k3 = tl.load(k3_ptr + pid)
-    off = n * s_n + c * s_c
+    off = _plane_offset(pid, C, s_n, s_c)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        g = tl.load(dy_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(dy_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         if APPLY_ELU:
-            yv = tl.load(y_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+            yv = tl.load(y_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
             g = g * tl.where(yv > 0, 1.0, yv + 1.0)
-        xv = tl.load(x_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        xv = tl.load(x_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         dx = k1 * (g - gbar) + k2 * (xv - mu) + k3
-        tl.store(dx_ptr + off + offs * s_p, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + off + offs.to(tl.int64) * s_p, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def _layout(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
