@@ -28,8 +28,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
-#define NCSN_CU_STR2(x) #x
-#define NCSN_CU_STR(x) NCSN_CU_STR2(x)
+#define NCSN_CU_STR2(...) #__VA_ARGS__
+#define NCSN_CU_STR(...) NCSN_CU_STR2(__VA_ARGS__)
 // The architectures nvcc compiled this file for (TORCH_CUDA_ARCH_LIST), e.g. "800,900"; PTX for the last one is
 // JIT-compiled by the driver on newer GPUs when the list ends in +PTX.
 const BuildFact cuda_archs_fact("cuda archs", [] {
