@@ -106,7 +106,9 @@ def extensions():
         # Hopper plus PTX (JIT-compiled by the driver on newer GPUs); set TORCH_CUDA_ARCH_LIST for others.
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0+PTX"
     if use_cuda:
-        args["nvcc"] = ["-O3", "--use_fast_math"]
+        # No --use_fast_math: its approximate div/sqrt and flush-to-zero would change the Philox/Box-Muller noise
+        # against the CPU kernels (csrc/philox.h) for no gain (the kernels are bandwidth-bound).
+        args["nvcc"] = ["-O3"]
         ext = CUDAExtension("ncsn_fast._C", cpp + cu, extra_compile_args=args, extra_link_args=link)
     else:
         ext = CppExtension("ncsn_fast._C", cpp, extra_compile_args=args, extra_link_args=link)

@@ -194,10 +194,10 @@ class NoiseStream:
     """The noise of every stochastic step of a run: x ← c·x + a·d + b·z in place.
 
     Fused backends call :func:`ncsn_fast.ops.sde_step_` with Philox keyed by ``seed`` at offset = the number of
-    noisy steps taken so far, so a run is deterministic per seed and identical on the CPU, CUDA and Triton backends
-    (the noise never exists as a tensor). ``backend="torch"`` — and states that are not float32 (float64 chains of
-    analytic tests) — draw z with ``torch.randn`` from ``generator`` instead. ``stats`` receives per-sample Σd²,
-    Σz², Σx² of the last fused step (a cheap non-finite check on the CPU).
+    noisy steps taken so far, so a run is deterministic per seed and draws the same noise on the CPU, CUDA and Triton
+    backends up to float rounding (the noise never exists as a tensor). ``backend="torch"`` — and states that are
+    not float32 (float64 chains of analytic tests) — draw z with ``torch.randn`` from ``generator`` instead.
+    ``stats`` receives per-sample Σd², Σz², Σx² of the last fused step (a cheap non-finite check on the CPU).
     """
 
     def __init__(self, seed: int | None, backend: str = "auto", generator: torch.Generator | None = None) -> None:
