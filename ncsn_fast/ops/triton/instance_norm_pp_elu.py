@@ -14,6 +14,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from ncsn_fast.ops._backend import kernel_memory_format
+from ncsn_fast.ops.triton import launch_device
 
 BLOCK_HW = 1024
 
@@ -201,7 +202,8 @@ def instance_norm_pp_elu_triton(
     rstd = torch.empty((n, c), device=x.device, dtype=torch.float32)
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     strides = _plane_strides(x)
-    wrap_triton(_instance_norm_pp_stats_kernel)[(n * c,)](x, mean, rstd, c, hw, *strides, eps, BLOCK=_block(hw))
+    with launch_device(x):
+        wrap_triton(_instance_norm_pp_stats_kernel)[(n * c,)](x, mean, rstd, c, hw, *strides, eps, BLOCK=_block(hw))
     u, _ = _channel_term(mean, eps)
     g = _params(gamma, n)
     a = (g * rstd).contiguous()
@@ -209,9 +211,10 @@ def instance_norm_pp_elu_triton(
     if beta is not None:
         b = b + _params(beta, n)
     b = b.contiguous()
-    wrap_triton(_instance_norm_pp_apply_kernel)[(n * c,)](
-        x, out, mean, a, b, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
-    )
+    with launch_device(x):
+        wrap_triton(_instance_norm_pp_apply_kernel)[(n * c,)](
+            x, out, mean, a, b, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
+        )
     return out, mean, rstd
 
 
@@ -235,9 +238,10 @@ def instance_norm_pp_elu_triton_backward(
     strides = _plane_strides(x)
     sg = torch.empty((n, c), device=x.device, dtype=torch.float32)
     sgx = torch.empty((n, c), device=x.device, dtype=torch.float32)
-    wrap_triton(_instance_norm_pp_grad_sums_kernel)[(n * c,)](
-        dy, out, x, mean, rstd, sg, sgx, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
-    )
+    with launch_device(x):
+        wrap_triton(_instance_norm_pp_grad_sums_kernel)[(n * c,)](
+            dy, out, x, mean, rstd, sg, sgx, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
+        )
     # Across-channel algebra on (N, C) (see ops/instance_norm_pp_elu.py for the derivation).
     u, q = _channel_term(mean, eps)
     al, ga = _params(alpha, n), _params(gamma, n)
@@ -252,9 +256,10 @@ def instance_norm_pp_elu_triton_backward(
     k3 = (dmu / hw).contiguous()
     gbar = (sg / hw).contiguous()
     dx = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=fmt)
-    wrap_triton(_instance_norm_pp_grad_apply_kernel)[(n * c,)](
-        dy, out, x, dx, mean, gbar, k1, k2, k3, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
-    )
+    with launch_device(x):
+        wrap_triton(_instance_norm_pp_grad_apply_kernel)[(n * c,)](
+            dy, out, x, dx, mean, gbar, k1, k2, k3, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
+        )
 
     def reduce(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return (t.sum(dim=0) if like.dim() == 1 else t).to(like.dtype)
