@@ -6,8 +6,8 @@ groups). Prints one line per case and a relative error against the CPU/reference
 tolerance tests: those are `pytest -m cuda` and `ncsn-fast doctor`). Exit 1 when a GPU is there but ncsn_fast._C
 has no CUDA kernels (a CPU-only build), 2 without a GPU (nothing checked).
 
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 \
-        python benchmarks/cuda_sanitize.py
+    export PYTORCH_NO_CUDA_MEMORY_CACHING=1  # every tensor its own allocation: overruns are seen
+    compute-sanitizer --tool memcheck --error-exitcode 1 python benchmarks/cuda_sanitize.py
 """
 
 from __future__ import annotations
