@@ -354,7 +354,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
     const at::Tensor& grad_out, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, const at::Tensor& alpha_in, const at::Tensor& gamma_in, double eps, bool apply_elu) {
   const int64_t pstride = check_instance_norm_pp_args(x_in, alpha_in, gamma_in, std::nullopt);
-  check_backward_shapes(grad_out, out_in, x_in);
+  check_backward_args(grad_out, out_in, x_in, mean_in, rstd_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const auto fmt = kernel_layout(x_in);
   const bool nhwc = fmt == at::MemoryFormat::ChannelsLast;
