@@ -1,5 +1,8 @@
 """Host-side parts of the CUDA InstanceNorm++ that can be checked without a GPU.
 
+- The channels-last launch shape (csrc/cuda/launch_config.h): N on gridDim.x (no 65535 cap), H·W split across
+  blocks for small N, a grid past 2^31 - 1 refused; tests/cpp/test_launch_config.cpp compiled with the host
+  compiler and run (ctest runs it too).
 - The backward's argument checks: one function, check_backward_args, called by the CPU and the CUDA backward
   before any kernel (mean and rstd must hold N·C values); its effect is seen through the CPU op.
 """
@@ -7,12 +10,36 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
 import torch
 
 from ncsn_fast.ops import _backend
 from tests.conftest import REPO
+
+CXX = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+@pytest.mark.skipif(CXX is None, reason="no host C++ compiler (c++, g++, clang++): not compiled")
+def test_channels_last_launch_config(tmp_path):
+    exe = tmp_path / "test_launch_config"
+    build = subprocess.run(
+        [CXX, "-std=c++17", "-O1", "-o", str(exe), str(REPO / "tests" / "cpp" / "test_launch_config.cpp")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "launch config: ok" in run.stdout, run.stdout[-3000:]
+
+
+def test_cuda_kernels_launch_channels_last_on_grid_x_only():
+    # The reductions' grid is l.blocks on gridDim.x; a dim3 grid with N on .y (cap 65535) is gone.
+    src = (REPO / "csrc" / "cuda" / "instance_norm_pp_elu.cu").read_text()
+    assert not re.search(r"<<<\s*dim3\(", src), "a 2-D/3-D grid: N or tiles on gridDim.y/z (65535 at most)"
+    # forward and backward, both checked against kMaxGridX
+    assert src.count("nhwc_launch_here(N, C, HW, x.get_device())") == 2
 
 
 def _function_body(src: str, name: str) -> str:

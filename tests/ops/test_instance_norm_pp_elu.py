@@ -373,6 +373,23 @@ def test_cuda_gradcheck_float64(per_sample, channels_last):
         assert torch.autograd.gradcheck(fn, args)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif("cuda" not in CUDA_FUSED, reason="no CUDA GPU or no CUDA build of the extension")
+@pytest.mark.parametrize("shape", [(1, 40, 48, 45), (2, 33, 64, 3), (70000, 2, 1, 2)], ids=["N1", "N2", "N70000"])
+def test_cuda_channels_last_split_and_large_n(shape):
+    """The channels-last reductions with H·W split across blocks (small N: several chunks, the last one short) and
+    with N past gridDim.y's 65535 (every block on gridDim.x): forward and backward against float64."""
+    x, a, g, b = (t.cuda() for t in make_inputs(shape))
+    x = x.to(memory_format=torch.channels_last).requires_grad_()
+    out = instance_norm_pp_elu(x, a, g, b, backend="cuda")
+    dy = torch.randn_like(out)
+    (dx,) = torch.autograd.grad(out, x, dy)
+    xd = x.detach().double().requires_grad_()
+    want = truth(xd, a, g, b, True)
+    (dx_want,) = torch.autograd.grad(want, xd, dy.double())
+    assert rel_err(out, want) <= 1e-5 and rel_err(dx, dx_want) <= 1e-4
+
+
 # The four Triton kernels on a (3, 2, 4, 4) float16 view whose sample stride s_n = 2^30 + 64 is an int32 argument
 # but whose offsets 2·s_n + c·s_c pass 2^31: int32 offset arithmetic wraps and reads/writes elsewhere. The view sits
 # in 4 GiB of address space of which only the touched pages are ever backed (peak RSS is asserted). In a child
