@@ -1,7 +1,8 @@
 """Build of ncsn_fast._C, the compiled kernels (CPU always, CUDA when a toolkit and a CUDA torch are present).
 
-Switches (environment): NCSN_FAST_BUILD_EXT=0 skips the extension; NCSN_FAST_BUILD_CUDA=0/1 forces CUDA off/on
-(default: on when a CUDA toolkit and a CUDA build of torch are present); TORCH_CUDA_ARCH_LIST (default: the
+Switches (environment): NCSN_FAST_BUILD_EXT=0 skips the extension; NCSN_FAST_BUILD_CUDA=0 forces CUDA off, =1
+requires it (the build fails, naming why, when the toolkit or a CUDA torch is missing; default: on when both are
+present); TORCH_CUDA_ARCH_LIST (default: the
 visible GPU's, else 9.0+PTX) and MAX_JOBS (default: the core count, capped by memory) are honoured.
 torch is imported from the environment being installed into, also under pip's build isolation (see
 import_installed_torch); without torch there, a pure-Python package is built and ops use Triton / PyTorch.
@@ -71,6 +72,20 @@ def extensions():
         warnings.warn("torch is not importable at build time: building without ncsn_fast._C", stacklevel=1)
         return [], {}
     flag = os.environ.get("NCSN_FAST_BUILD_CUDA")
+    if flag == "1":
+        # Required, not preferred: a CPU-only _C on a GPU machine would let every check pass without one .cu
+        # kernel running (gpu_check.sh builds this way), so what stops CUDA is an error, never a fallback.
+        why = [
+            reason
+            for bad, reason in (
+                (not cu, "no csrc/cuda/*.cu sources"),
+                (cuda_home is None, "no nvcc under CUDA_HOME, CUDA_PATH or /usr/local/cuda"),
+                (not torch.version.cuda, f"torch {torch.__version__} is not a CUDA build"),
+            )
+            if bad
+        ]
+        if why:
+            raise SystemExit("NCSN_FAST_BUILD_CUDA=1 but the CUDA kernels cannot be built: " + "; ".join(why))
     use_cuda = bool(cu) and (flag == "1" or (flag is None and cuda_home is not None and torch.version.cuda))
     link = []
     cxx = ["-O3"]  # the C++ standard is the one torch asks for (C++17 up to torch 2.9, C++20 after)
@@ -91,7 +106,9 @@ def extensions():
         # Hopper plus PTX (JIT-compiled by the driver on newer GPUs); set TORCH_CUDA_ARCH_LIST for others.
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0+PTX"
     if use_cuda:
-        args["nvcc"] = ["-O3", "--use_fast_math"]
+        # No --use_fast_math: its approximate div/sqrt and flush-to-zero would change the Philox/Box-Muller noise
+        # against the CPU kernels (csrc/philox.h) for no gain (the kernels are bandwidth-bound).
+        args["nvcc"] = ["-O3"]
         ext = CUDAExtension("ncsn_fast._C", cpp + cu, extra_compile_args=args, extra_link_args=link)
     else:
         ext = CppExtension("ncsn_fast._C", cpp, extra_compile_args=args, extra_link_args=link)

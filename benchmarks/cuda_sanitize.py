@@ -3,8 +3,10 @@
 races in the block reductions). Every dtype and layout the kernels dispatch on, (C,) and (N, C) parameters, C not
 a multiple of the 32-channel tiles, H·W of 1 and not a multiple of the block, numel not a multiple of 4 (Philox
 groups). Prints one line per case and a relative error against the CPU/reference result (a sanity check, not the
-tolerance tests: those are `pytest -m cuda` and `ncsn-fast doctor`).
+tolerance tests: those are `pytest -m cuda` and `ncsn-fast doctor`). Exit 1 when a GPU is there but ncsn_fast._C
+has no CUDA kernels (a CPU-only build), 2 without a GPU (nothing checked).
 
+    export PYTORCH_NO_CUDA_MEMORY_CACHING=1  # every tensor its own allocation: overruns are seen
     compute-sanitizer --tool memcheck --error-exitcode 1 python benchmarks/cuda_sanitize.py
 """
 
@@ -22,13 +24,18 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def main() -> int:
     from ncsn_fast.ops import _backend, instance_norm_pp_elu, langevin_step_, reference, sde_step_
 
-    if not torch.cuda.is_available() or not _backend.has_kernel("instance_norm_pp_elu", "cuda"):
-        print("cuda_sanitize: no CUDA GPU or no CUDA build of ncsn_fast._C; nothing to run")
-        return 0
+    if not torch.cuda.is_available():
+        print("cuda_sanitize: no CUDA GPU; nothing was checked")
+        return 2
+    missing = _backend.missing_cuda_kernels()
+    if missing:  # a GPU but a CPU-only _C: nothing below would run a .cu kernel, so this is a failure, not a pass
+        print(f"cuda_sanitize: FAILED: a CUDA GPU but no CUDA kernel in ncsn_fast._C for {', '.join(missing)}")
+        return 1
     dev = "cuda"
     torch.manual_seed(0)
     worst = 0.0
-    for shape in [(3, 7, 5, 9), (2, 33, 1, 1), (1, 65, 17, 3)]:
+    # (1, 33, 40, 37): channels-last H·W split into several chunks, the last one short (launch_config.h)
+    for shape in [(3, 7, 5, 9), (2, 33, 1, 1), (1, 65, 17, 3), (1, 33, 40, 37)]:
         n, c = shape[:2]
         for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
             for channels_last in (False, True):

@@ -51,9 +51,14 @@ inline at::MemoryFormat kernel_layout(const at::Tensor& x) {
   return use_channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-inline void check_backward_shapes(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& x) {
+// The backward's own arguments, one check for every device (the kernels index mean and rstd as (N, C)).
+inline void check_backward_args(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& x,
+                                const at::Tensor& mean, const at::Tensor& rstd) {
   TORCH_CHECK(grad_out.sizes() == x.sizes() && out.sizes() == x.sizes(), "instance_norm_pp_elu_backward: grad_out ",
               grad_out.sizes(), " and out ", out.sizes(), " must have the shape of x ", x.sizes());
+  const int64_t NC = x.size(0) * x.size(1);
+  TORCH_CHECK(mean.numel() == NC && rstd.numel() == NC, "instance_norm_pp_elu_backward: mean and rstd must be (N, C)",
+              " = ", NC, " values, got ", mean.sizes(), " and ", rstd.sizes());
 }
 
 // A parameter gradient computed per (n, c): summed over samples for (C,) parameters, in the parameter's dtype.

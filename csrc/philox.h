@@ -13,8 +13,9 @@
 // (ncsn_fast/ops/reference.py: philox_normal) forms the uniforms the same way in float32, so it agrees with the
 // kernels within 2e-6 everywhere (the polynomial ln/sin/cos against libm).
 // Users: ncsn_fast::langevin_step_ and ncsn_fast::sde_step_ (csrc/sde_step.h), one kernel per device.
-// ln, cos and sin are the polynomial forms below (plain float arithmetic, identical on CPU and GPU, vectorizable);
-// Triton uses its own (libdevice) versions, within 1e-6 of these.
+// ln, cos and sin are the polynomial forms below (plain float arithmetic, the same IEEE operations on CPU and GPU:
+// setup.py compiles without --use_fast_math; nvcc may still contract a*b + c into one FMA, so the last bit can
+// differ, not yet measured on a GPU); Triton uses its own (libdevice) versions, within 1e-6 of these.
 #pragma once
 
 #include <cmath>

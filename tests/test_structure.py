@@ -154,3 +154,24 @@ def test_the_shadowing_function_is_gone():
     import ncsn_fast.ops.langevin_step as m
 
     assert type(m).__name__ == "module" and hasattr(m, "langevin_step_")
+
+
+def test_every_triton_launch_is_inside_a_device_guard():
+    # Triton launches on the current CUDA device: a launch outside `with launch_device(t):` runs tensors of
+    # cuda:1 on cuda:0 (no GPU needed to check where the launches are).
+    unguarded, launches = [], 0
+    for path in sorted((PACKAGE / "ops" / "triton").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        guarded = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.With) and any(
+                isinstance(item.context_expr, ast.Call) and getattr(item.context_expr.func, "id", "") == "launch_device"
+                for item in node.items
+            ):
+                guarded |= {id(n) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "wrap_triton":
+                launches += 1
+                if id(node) not in guarded:
+                    unguarded.append(f"{path.name}:{node.lineno}")
+    assert launches >= 5 and not unguarded, unguarded

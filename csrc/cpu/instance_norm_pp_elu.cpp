@@ -195,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
     const at::Tensor& grad_out, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, const at::Tensor& alpha_in, const at::Tensor& gamma_in, double eps, bool apply_elu) {
   const int64_t pstride = check_instance_norm_pp_args(x_in, alpha_in, gamma_in, std::nullopt);
-  check_backward_shapes(grad_out, out_in, x_in);
+  check_backward_args(grad_out, out_in, x_in, mean_in, rstd_in);
   const auto fmt = kernel_layout(x_in);
   const bool nhwc = fmt == at::MemoryFormat::ChannelsLast;
   const at::Tensor x = x_in.contiguous(fmt), y = out_in.contiguous(fmt);
@@ -203,7 +203,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor mean = mean_in.to(acc).contiguous(), rstd = rstd_in.to(acc).contiguous();
-  TORCH_CHECK(mean.numel() == N * C && rstd.numel() == N * C, "instance_norm_pp_elu_backward: mean and rstd must be (N, C)");
   const at::Tensor alpha = param_as(alpha_in, acc), gamma = param_as(gamma_in, acc);
   at::Tensor dx = at::empty_like(x);
   at::Tensor dalpha = at::empty({N, C}, x.options().dtype(acc));

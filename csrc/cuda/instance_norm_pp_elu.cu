@@ -5,8 +5,8 @@
 //   backward: plane sums S_g, S_gx -> coefficients per sample
 //             -> elementwise dx = k1 (g - gbar) + k2 (x - mu) + k3, gbar = S_g / hw
 // The formulas are derived in ncsn_fast/ops/instance_norm_pp_elu.py. NCHW planes are reduced by one block each;
-// channels-last tensors by tiles of 32 channels x 8 rows so that loads stay coalesced; the elementwise passes
-// index either layout directly (no layout copy).
+// channels-last tensors by tiles of 32 channels x 8 rows so that loads stay coalesced, H·W split across blocks
+// when N is small (launch_config.h); the elementwise passes index either layout directly (no layout copy).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -22,14 +22,15 @@
 
 #include "../build_info.h"
 #include "../instance_norm_pp_elu.h"
+#include "launch_config.h"
 
 namespace ncsn_fast {
 namespace {
 
 constexpr int kThreads = 256;
 
-#define NCSN_CU_STR2(x) #x
-#define NCSN_CU_STR(x) NCSN_CU_STR2(x)
+#define NCSN_CU_STR2(...) #__VA_ARGS__
+#define NCSN_CU_STR(...) NCSN_CU_STR2(__VA_ARGS__)
 // The architectures nvcc compiled this file for (TORCH_CUDA_ARCH_LIST), e.g. "800,900"; PTX for the last one is
 // JIT-compiled by the driver on newer GPUs when the list ends in +PTX.
 const BuildFact cuda_archs_fact("cuda archs", [] {
@@ -120,8 +121,9 @@ __global__ void grad_sums_nchw_kernel(const T* __restrict__ dy, const T* __restr
   }
 }
 
-// Channels-last: block (32, 8) covers 32 channels of one sample; threadIdx.y strides over the hw rows; grid
-// (ceil(C / 32), N). Reduction over threadIdx.y in shared memory.
+// Channels-last: block (32, 8) covers 32 channels x one chunk of rows of one sample (launch_config.h: every block on
+// gridDim.x, H·W split into chunks when N is small); threadIdx.y strides over the chunk's rows. Reduction over
+// threadIdx.y in shared memory; partial results per (n, chunk, c), combined by a one-thread-per-(n, c) kernel.
 template <typename A>
 __device__ A tile_sum(A v, A (*tile)[33]) {
   tile[threadIdx.y][threadIdx.x] = v;
@@ -132,41 +134,69 @@ __device__ A tile_sum(A v, A (*tile)[33]) {
   return s;
 }
 
+// Partial (n, chunk, c) results: the chunk's mean and sum of squared deviations from it (two passes, as NCHW).
 template <typename T, typename A>
-__global__ void stats_nhwc_kernel(const T* __restrict__ x, int64_t hw, int64_t C, A eps, A* __restrict__ mean,
-                                  A* __restrict__ rstd) {
+__global__ void stats_nhwc_partial_kernel(const T* __restrict__ x, int64_t hw, int64_t C, int64_t tiles,
+                                          int64_t chunks, int64_t rows, A* __restrict__ pmean, A* __restrict__ pm2) {
   __shared__ A tile[8][33];
-  const int64_t n = blockIdx.y, c = blockIdx.x * 32 + threadIdx.x;
+  const NhwcBlock k = nhwc_block(blockIdx.x, tiles, chunks);
+  const int64_t n = k.n, c = k.tile * 32 + threadIdx.x;
+  const int64_t r0 = k.chunk * rows, r1 = std::min(hw, r0 + rows);  // r0 < r1: no chunk is empty
   const bool valid = c < C;
   const T* xn = x + n * hw * C;
   A s = 0;
   if (valid)
-    for (int64_t p = threadIdx.y; p < hw; p += blockDim.y) s += static_cast<A>(xn[p * C + c]);
-  const A mu = tile_sum(s, tile) / static_cast<A>(hw);
+    for (int64_t p = r0 + threadIdx.y; p < r1; p += blockDim.y) s += static_cast<A>(xn[p * C + c]);
+  const A mu = tile_sum(s, tile) / static_cast<A>(r1 - r0);
   A ss = 0;
   if (valid)
-    for (int64_t p = threadIdx.y; p < hw; p += blockDim.y) {
+    for (int64_t p = r0 + threadIdx.y; p < r1; p += blockDim.y) {
       const A d = static_cast<A>(xn[p * C + c]) - mu;
       ss += d * d;
     }
-  const A var = tile_sum(ss, tile) / static_cast<A>(hw);
+  ss = tile_sum(ss, tile);
   if (valid && threadIdx.y == 0) {
-    mean[n * C + c] = mu;
-    rstd[n * C + c] = A(1) / sqrt(var + eps);
+    pmean[(n * chunks + k.chunk) * C + c] = mu;
+    pm2[(n * chunks + k.chunk) * C + c] = ss;
   }
 }
 
+// mean and rstd per (n, c) from the chunks' (count, mean, M2), merged in order (Chan, Golub, LeVeque): with one
+// chunk, mean = its mean and M2 = its M2 exactly.
+template <typename A>
+__global__ void stats_nhwc_combine_kernel(const A* __restrict__ pmean, const A* __restrict__ pm2, int64_t N,
+                                          int64_t C, int64_t hw, int64_t chunks, int64_t rows, A eps,
+                                          A* __restrict__ mean, A* __restrict__ rstd) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= N * C) return;
+  const int64_t n = i / C, c = i % C;
+  A cnt = 0, mu = 0, m2 = 0;
+  for (int64_t k = 0; k < chunks; ++k) {
+    const A nk = static_cast<A>(std::min(hw, (k + 1) * rows) - k * rows);
+    const A mk = pmean[(n * chunks + k) * C + c], d = mk - mu, tot = cnt + nk;
+    mu += d * (nk / tot);
+    m2 += pm2[(n * chunks + k) * C + c] + d * d * (cnt * nk / tot);
+    cnt = tot;
+  }
+  mean[i] = mu;
+  rstd[i] = A(1) / sqrt(m2 / static_cast<A>(hw) + eps);
+}
+
+// Partial (n, chunk, c) sums of g and g (x - mu); the combine kernel adds the chunks and applies rstd.
 template <typename T, typename A>
-__global__ void grad_sums_nhwc_kernel(const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ x,
-                                      int64_t hw, int64_t C, const A* __restrict__ mean, const A* __restrict__ rstd,
-                                      bool apply_elu, A* __restrict__ sg, A* __restrict__ sgx) {
+__global__ void grad_sums_nhwc_partial_kernel(const T* __restrict__ dy, const T* __restrict__ y,
+                                              const T* __restrict__ x, int64_t hw, int64_t C, int64_t tiles,
+                                              int64_t chunks, int64_t rows, const A* __restrict__ mean,
+                                              bool apply_elu, A* __restrict__ psg, A* __restrict__ psgx) {
   __shared__ A tile[8][33];
-  const int64_t n = blockIdx.y, c = blockIdx.x * 32 + threadIdx.x;
+  const NhwcBlock k = nhwc_block(blockIdx.x, tiles, chunks);
+  const int64_t n = k.n, c = k.tile * 32 + threadIdx.x;
+  const int64_t r0 = k.chunk * rows, r1 = std::min(hw, r0 + rows);
   const bool valid = c < C;
   const A mu = valid ? mean[n * C + c] : A(0);
   A s = 0, sx = 0;
   if (valid)
-    for (int64_t p = threadIdx.y; p < hw; p += blockDim.y) {
+    for (int64_t p = r0 + threadIdx.y; p < r1; p += blockDim.y) {
       const int64_t i = (n * hw + p) * C + c;
       const A g = grad_z<T, A>(dy, y, i, apply_elu);
       s += g;
@@ -175,9 +205,25 @@ __global__ void grad_sums_nhwc_kernel(const T* __restrict__ dy, const T* __restr
   s = tile_sum(s, tile);
   sx = tile_sum(sx, tile);
   if (valid && threadIdx.y == 0) {
-    sg[n * C + c] = s;
-    sgx[n * C + c] = sx * rstd[n * C + c];
+    psg[(n * chunks + k.chunk) * C + c] = s;
+    psgx[(n * chunks + k.chunk) * C + c] = sx;
   }
+}
+
+template <typename A>
+__global__ void grad_sums_nhwc_combine_kernel(const A* __restrict__ psg, const A* __restrict__ psgx, int64_t N,
+                                              int64_t C, int64_t chunks, const A* __restrict__ rstd,
+                                              A* __restrict__ sg, A* __restrict__ sgx) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= N * C) return;
+  const int64_t n = i / C, c = i % C;
+  A s = 0, sx = 0;
+  for (int64_t k = 0; k < chunks; ++k) {
+    s += psg[(n * chunks + k) * C + c];
+    sx += psgx[(n * chunks + k) * C + c];
+  }
+  sg[i] = s;
+  sgx[i] = sx * rstd[i];
 }
 
 // ------------------------------------------------------------------------------- per-sample coefficient blocks
@@ -293,6 +339,18 @@ unsigned elementwise_blocks(int64_t total) {
   return static_cast<unsigned>(std::min<int64_t>(want, 65535 * 8));
 }
 
+// The channels-last reductions' launch shape on the current GPU: a few blocks per SM before H·W is split.
+NhwcLaunch nhwc_launch_here(int64_t N, int64_t C, int64_t HW, c10::DeviceIndex device) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const NhwcLaunch l = nhwc_launch(N, C, HW, 8 * static_cast<int64_t>(sms));
+  TORCH_CHECK(fits_grid_x(l), "instance_norm_pp_elu (CUDA): channels-last grid of ", l.blocks,
+              " blocks exceeds gridDim.x's ", kMaxGridX, " (N = ", N, ", C = ", C, ")");
+  return l;
+}
+
+unsigned combine_blocks(int64_t NC) { return static_cast<unsigned>((NC + kThreads - 1) / kThreads); }
+
 // Parameters as contiguous (N or 1, C) in the accumulation type (as the CPU kernel's param_as).
 at::Tensor param_as(const at::Tensor& p, at::ScalarType acc) { return p.to(acc).contiguous(); }
 
@@ -325,7 +383,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_cuda(const a
     A* mp = mean.mutable_data_ptr<A>();
     A* rp = rstd.mutable_data_ptr<A>();
     if (nhwc) {
-      stats_nhwc_kernel<scalar_t, A><<<dim3((C + 31) / 32, N), dim3(32, 8), 0, stream>>>(xp, HW, C, A(eps), mp, rp);
+      const NhwcLaunch l = nhwc_launch_here(N, C, HW, x.get_device());
+      at::Tensor pmean = at::empty({N, l.chunks, C}, x.options().dtype(acc));
+      at::Tensor pm2 = at::empty({N, l.chunks, C}, x.options().dtype(acc));
+      stats_nhwc_partial_kernel<scalar_t, A><<<static_cast<unsigned>(l.blocks), dim3(32, kNhwcBlockRows), 0, stream>>>(
+          xp, HW, C, l.tiles, l.chunks, l.rows, pmean.mutable_data_ptr<A>(), pm2.mutable_data_ptr<A>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      stats_nhwc_combine_kernel<A><<<combine_blocks(N * C), kThreads, 0, stream>>>(
+          pmean.const_data_ptr<A>(), pm2.const_data_ptr<A>(), N, C, HW, l.chunks, l.rows, A(eps), mp, rp);
     } else {
       stats_nchw_kernel<scalar_t, A><<<N * C, kThreads, 0, stream>>>(xp, HW, A(eps), mp, rp);
     }
@@ -354,7 +419,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
     const at::Tensor& grad_out, const at::Tensor& out_in, const at::Tensor& x_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, const at::Tensor& alpha_in, const at::Tensor& gamma_in, double eps, bool apply_elu) {
   const int64_t pstride = check_instance_norm_pp_args(x_in, alpha_in, gamma_in, std::nullopt);
-  check_backward_shapes(grad_out, out_in, x_in);
+  check_backward_args(grad_out, out_in, x_in, mean_in, rstd_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const auto fmt = kernel_layout(x_in);
   const bool nhwc = fmt == at::MemoryFormat::ChannelsLast;
@@ -378,8 +443,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> instance_norm_pp_elu_
     const A* mp = mean.const_data_ptr<A>();
     const A* rp = rstd.const_data_ptr<A>();
     if (nhwc) {
-      grad_sums_nhwc_kernel<scalar_t, A><<<dim3((C + 31) / 32, N), dim3(32, 8), 0, stream>>>(
-          dyp, yp, xp, HW, C, mp, rp, apply_elu, sg.mutable_data_ptr<A>(), sgx.mutable_data_ptr<A>());
+      const NhwcLaunch l = nhwc_launch_here(N, C, HW, x.get_device());
+      at::Tensor psg = at::empty({N, l.chunks, C}, x.options().dtype(acc));
+      at::Tensor psgx = at::empty({N, l.chunks, C}, x.options().dtype(acc));
+      grad_sums_nhwc_partial_kernel<scalar_t, A>
+          <<<static_cast<unsigned>(l.blocks), dim3(32, kNhwcBlockRows), 0, stream>>>(
+              dyp, yp, xp, HW, C, l.tiles, l.chunks, l.rows, mp, apply_elu, psg.mutable_data_ptr<A>(),
+              psgx.mutable_data_ptr<A>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      grad_sums_nhwc_combine_kernel<A><<<combine_blocks(N * C), kThreads, 0, stream>>>(
+          psg.const_data_ptr<A>(), psgx.const_data_ptr<A>(), N, C, l.chunks, rp, sg.mutable_data_ptr<A>(),
+          sgx.mutable_data_ptr<A>());
     } else {
       grad_sums_nchw_kernel<scalar_t, A><<<N * C, kThreads, 0, stream>>>(
           dyp, yp, xp, HW, mp, rp, apply_elu, sg.mutable_data_ptr<A>(), sgx.mutable_data_ptr<A>());

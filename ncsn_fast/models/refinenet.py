@@ -59,6 +59,11 @@ _DEEPEST_REFINE = [
 ]
 
 
+def _capturing(x: torch.Tensor) -> bool:
+    """Whether a CUDA graph is being captured on x's stream (reading a tensor on the host would end the capture)."""
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 class RefineNetScore(nn.Module):
     """Shared body of NCSN / NCSNv2. Subclasses set the layout and whether conditioning is by norm or by σ."""
 
@@ -170,12 +175,15 @@ class RefineNetScore(nn.Module):
         if isinstance(sigma, torch.Tensor) and (sigma.numel() not in (1, n) or sigma.is_complex()):
             raise ValueError(f"sigma: expected a number or a float tensor of shape ({n},), got {describe(sigma)}")
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(n)
-        if not bool((sigma > 0).all()):
+        # The checks read σ on the host: not while a CUDA graph is being captured (a device-to-host sync there fails
+        # the capture); the warm-up calls before a capture check the same inputs.
+        check = not _capturing(x)
+        if check and not bool((sigma > 0).all()):
             raise ValueError(f"sigma: must be positive, got min {float(sigma.min())}")
         if self.conditional:
-            levels = get_sigmas(self.config).to(x.device)
+            levels = self._levels(x.device)
             close = (sigma[:, None] - levels[None]).abs() <= 1e-4 * levels[None]
-            if not bool(close.any(dim=1).all()):
+            if check and not bool(close.any(dim=1).all()):
                 bad = float(sigma[~close.any(dim=1)][0])
                 raise ValueError(
                     f"sigma: {bad:.6g} is not one of this NCSN's {len(levels)} noise levels; the original NCSN is "
@@ -185,6 +193,13 @@ class RefineNetScore(nn.Module):
         # Technique 3 in float32 at least: a bf16/fp16 network's output is divided by the float32 σ (and is float32)
         div = sigma.view(n, *([1] * (x.dim() - 1))).to(torch.promote_types(x.dtype, torch.float32))
         return self.features(x, None) / div
+
+    def _levels(self, device: torch.device) -> torch.Tensor:
+        """The config's noise levels (float32) on ``device``, made once per device (no host copy per call)."""
+        cache = self.__dict__.setdefault("_levels_on", {})
+        if device not in cache:
+            cache[device] = get_sigmas(self.config).to(device)
+        return cache[device]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Score s_θ(x, σ_y): x in the config's data space ([0, 1] by default), y = noise-level indices (long)."""

@@ -93,6 +93,14 @@ def has_kernel(op: str, device_type: str) -> bool:
     return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"ncsn_fast::{op}", key)
 
 
+CUDA_OPS = ("instance_norm_pp_elu", "instance_norm_pp_elu_backward", "sde_step_", "langevin_step_")
+
+
+def missing_cuda_kernels() -> list[str]:
+    """The ops of csrc/cuda/ that ncsn_fast._C has no CUDA kernel for (all of them for a CPU-only build)."""
+    return [op for op in CUDA_OPS if not has_kernel(op, "cuda")]
+
+
 @functools.cache
 def triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None

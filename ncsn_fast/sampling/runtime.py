@@ -88,20 +88,25 @@ class _GraphedScore:
 
     Inputs are copied into static buffers (labels or σ included: they index σ or the embeddings on the device, so
     one graph serves every level); the output buffer is overwritten by the next replay, which is safe because the
-    samplers consume it at once. Only built for CUDA tensors (torch.cuda.CUDAGraph).
+    samplers consume it at once. Only built for CUDA tensors (torch.cuda.CUDAGraph). The network must not
+    synchronize with the host while captured (ncsn-fast models check σ only outside a capture).
     """
 
     def __init__(self, score: Score, x: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x.clone(), y.clone()
+        stream = torch.cuda.current_stream()
         side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
+        side.wait_stream(stream)
         with torch.cuda.stream(side):  # warm-up outside the graph (allocator, cuDNN/cuBLAS handles, Triton JIT)
             for _ in range(2):
                 score(self.x, self.y)
-        torch.cuda.current_stream().wait_stream(side)
+        stream.wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = score(self.x, self.y)
+        try:
+            with torch.cuda.graph(self.graph):
+                self.out = score(self.x, self.y)
+        finally:  # a failed capture leaves torch.cuda.graph's capture stream current (its __exit__ raises first)
+            torch.cuda.set_stream(stream)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.x.copy_(x)
@@ -110,22 +115,39 @@ class _GraphedScore:
         return self.out
 
 
-def _with_graphs(score: Score, device: torch.device) -> Score:
-    if device.type != "cuda":
-        raise ValueError(f"cuda_graphs: needs CUDA tensors, the samples are on {device}")
-    state: dict[str, Any] = {}
+class GraphedNetwork:
+    """``score`` through CUDA graphs: captured once per input shape, replayed after. A capture that fails warns and
+    runs that shape eagerly; ``fallback`` then says why, and ``captures``/``replays`` count what really happened
+    (a graphed run and a silent eager one give the same samples, so only these tell them apart)."""
 
-    def graphed(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if "fn" not in state or state["shape"] != (x.shape, y.shape, y.dtype):
+    def __init__(self, score: Score, device: torch.device) -> None:
+        self._require_cuda(device)
+        self.score = score
+        self.fn: Score | None = None
+        self.key: tuple | None = None
+        self.captures = 0
+        self.replays = 0
+        self.fallback: str | None = None
+
+    @staticmethod
+    def _require_cuda(device: torch.device) -> None:
+        if device.type != "cuda":
+            raise ValueError(f"cuda_graphs: needs CUDA tensors, the samples are on {device}")
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        key = (x.shape, y.shape, y.dtype)
+        if self.fn is None or self.key != key:
             try:
-                state["fn"] = _GraphedScore(score, x, y)
+                self.fn = _GraphedScore(self.score, x, y)
+                self.captures += 1
             except Exception as e:  # capture is not possible for every network / torch build: run eagerly
-                warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); sampling eagerly", stacklevel=2)
-                state["fn"] = score
-            state["shape"] = (x.shape, y.shape, y.dtype)
-        return state["fn"](x, y)
-
-    return graphed
+                self.fallback = f"{type(e).__name__}: {e}"
+                warnings.warn(f"CUDA graph capture failed ({self.fallback}); sampling eagerly", stacklevel=2)
+                self.fn = self.score
+            self.key = key
+        if self.fn is not self.score:
+            self.replays += 1
+        return self.fn(x, y)
 
 
 def network(
@@ -134,7 +156,7 @@ def network(
     """``score`` wrapped for a run: backend, then precision, then (outermost) the CUDA graph."""
     check_backend("backend", backend)
     wrapped = _with_precision(_with_backend(score, backend), precision, device)
-    return _with_graphs(wrapped, device) if cuda_graphs else wrapped
+    return GraphedNetwork(wrapped, device) if cuda_graphs else wrapped
 
 
 def check_finite(x: torch.Tensor, sampler: str, step: int, sigma: float) -> None:
@@ -192,10 +214,10 @@ class NoiseStream:
     """The noise of every stochastic step of a run: x ← c·x + a·d + b·z in place.
 
     Fused backends call :func:`ncsn_fast.ops.sde_step_` with Philox keyed by ``seed`` at offset = the number of
-    noisy steps taken so far, so a run is deterministic per seed and identical on the CPU, CUDA and Triton backends
-    (the noise never exists as a tensor). ``backend="torch"`` — and states that are not float32 (float64 chains of
-    analytic tests) — draw z with ``torch.randn`` from ``generator`` instead. ``stats`` receives per-sample Σd²,
-    Σz², Σx² of the last fused step (a cheap non-finite check on the CPU).
+    noisy steps taken so far, so a run is deterministic per seed and draws the same noise on the CPU, CUDA and Triton
+    backends up to float rounding (the noise never exists as a tensor). ``backend="torch"`` — and states that are
+    not float32 (float64 chains of analytic tests) — draw z with ``torch.randn`` from ``generator`` instead.
+    ``stats`` receives per-sample Σd², Σz², Σx² of the last fused step (a cheap non-finite check on the CPU).
     """
 
     def __init__(self, seed: int | None, backend: str = "auto", generator: torch.Generator | None = None) -> None:

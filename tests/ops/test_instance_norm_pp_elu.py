@@ -371,3 +371,64 @@ def test_cuda_gradcheck_float64(per_sample, channels_last):
     for apply_elu in (True, False):
         fn = functools.partial(instance_norm_pp_elu, apply_elu=apply_elu, backend="cuda")
         assert torch.autograd.gradcheck(fn, args)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif("cuda" not in CUDA_FUSED, reason="no CUDA GPU or no CUDA build of the extension")
+@pytest.mark.parametrize("shape", [(1, 40, 48, 45), (2, 33, 64, 3), (70000, 2, 1, 2)], ids=["N1", "N2", "N70000"])
+def test_cuda_channels_last_split_and_large_n(shape):
+    """The channels-last reductions with H·W split across blocks (small N: several chunks, the last one short) and
+    with N past gridDim.y's 65535 (every block on gridDim.x): forward and backward against float64."""
+    x, a, g, b = (t.cuda() for t in make_inputs(shape))
+    x = x.to(memory_format=torch.channels_last).requires_grad_()
+    out = instance_norm_pp_elu(x, a, g, b, backend="cuda")
+    dy = torch.randn_like(out)
+    (dx,) = torch.autograd.grad(out, x, dy)
+    xd = x.detach().double().requires_grad_()
+    want = truth(xd, a, g, b, True)
+    (dx_want,) = torch.autograd.grad(want, xd, dy.double())
+    assert rel_err(out, want) <= 1e-5 and rel_err(dx, dx_want) <= 1e-4
+
+
+# The four Triton kernels on a (3, 2, 4, 4) float16 view whose sample stride s_n = 2^30 + 64 is an int32 argument
+# but whose offsets 2·s_n + c·s_c pass 2^31: int32 offset arithmetic wraps and reads/writes elsewhere. The view sits
+# in 4 GiB of address space of which only the touched pages are ever backed (peak RSS is asserted). In a child
+# process: a wrapped pointer may crash the interpreter.
+LARGE_OFFSETS = """
+import resource, torch
+from ncsn_fast.ops.triton import instance_norm_pp_elu as k
+N, C, H, W = 3, 2, 4, 4
+s_n, s_c, hw = 2**30 + 64, H * W, H * W
+buf = torch.empty((N - 1) * s_n + C * s_c, dtype=torch.float16)
+x = buf.as_strided((N, C, H, W), (s_n, s_c, W, 1))
+x.copy_(torch.randn(N, C, H, W))
+xf = x.float().reshape(N * C, hw)
+mean, rstd, sg, sgx = (torch.empty(N * C) for _ in range(4))
+zeros, ones = torch.zeros(N * C), torch.ones(N * C)
+k._instance_norm_pp_stats_kernel[(N * C,)](x, mean, rstd, C, hw, s_n, s_c, 1, 1e-5, BLOCK=16)
+assert torch.allclose(mean, xf.mean(1), atol=1e-3), ("stats", mean, xf.mean(1))
+assert torch.allclose(rstd, (xf.var(1, unbiased=False) + 1e-5).rsqrt(), rtol=1e-3), "stats rstd"
+k._instance_norm_pp_grad_sums_kernel[(N * C,)](
+    x, x, x, zeros, ones, sg, sgx, C, hw, s_n, s_c, 1, APPLY_ELU=False, BLOCK=16
+)  # g = x, mu = 0: S_g = sum x, S_gx = sum x^2
+assert torch.allclose(sg, xf.sum(1), atol=1e-2), ("grad_sums", sg, xf.sum(1))
+assert torch.allclose(sgx, (xf * xf).sum(1), rtol=1e-3), "grad_sums sgx"
+k._instance_norm_pp_grad_apply_kernel[(N * C,)](
+    x, x, x, x, zeros, zeros, ones, zeros, ones, C, hw, s_n, s_c, 1, APPLY_ELU=False, BLOCK=16
+)  # in place: dx = 1 (g - 0) + 0 (x - 0) + 1 = x + 1
+assert torch.allclose(x.float().reshape(N * C, hw), xf + 1, atol=1e-2), "grad_apply"
+k._instance_norm_pp_apply_kernel[(N * C,)](x, x, zeros, ones, zeros, C, hw, s_n, s_c, 1, APPLY_ELU=True, BLOCK=16)
+assert torch.allclose(x.float().reshape(N * C, hw), torch.nn.functional.elu(xf + 1), atol=1e-2), "apply"
+peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+assert peak_gib < 2, f"peak RSS {peak_gib:.1f} GiB: the view's 4 GiB were touched"
+print("large offsets ok")
+"""
+
+
+@pytest.mark.skipif(not _backend.triton_usable("cpu"), reason="Triton (interpreter) not usable here")
+def test_triton_offsets_past_2_31_on_a_large_stride_view():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", LARGE_OFFSETS], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert done.returncode == 0 and "large offsets ok" in done.stdout, (done.returncode, done.stderr[-3000:])

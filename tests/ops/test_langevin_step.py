@@ -257,14 +257,19 @@ def test_cuda_graphs_are_refused_on_the_cpu():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cuda_graph_sampling_equals_eager(precision):
-    """On a GPU: the graphed network replays exactly what eager runs (same seed, same fused update)."""
+def test_cuda_graph_sampling_equals_eager(precision, monkeypatch):
+    """On a GPU: the graphed network replays exactly what eager runs (same seed, same fused update), and it was
+    captured and replayed (an eager fallback gives the same samples: tests/sampling/test_cuda_graphs.py)."""
+    from tests.sampling.test_cuda_graphs import assert_captured_and_replayed, record_graphed_networks
+
     model, sigmas = _tiny_model()
     model = model.cuda()
     x0 = torch.rand(4, 1, 16, 16, device="cuda")
     kw = {"seed": 3, "precision": precision}
     eager = annealed_langevin(model, x0, sigmas[:5], 3, 1e-4, **kw)
+    made = record_graphed_networks(monkeypatch)
     graphed = annealed_langevin(model, x0, sigmas[:5], 3, 1e-4, cuda_graphs=True, **kw)
+    assert_captured_and_replayed(made)
     assert rel_err(graphed, eager) <= 1e-6
 
 

@@ -14,8 +14,16 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from ncsn_fast.ops._backend import kernel_memory_format
+from ncsn_fast.ops.triton import launch_device
 
 BLOCK_HW = 1024
+
+
+@triton.jit
+def _plane_offset(pid, C, s_n, s_c):
+    """n·s_n + c·s_c of plane pid = n·C + c, in int64: program ids and strides below 2^31 are int32, whose
+    products wrap for tensors of 2^31 elements or more (element offsets p·s_p are widened the same way)."""
+    return (pid // C).to(tl.int64) * s_n + (pid % C).to(tl.int64) * s_c
 
 
 @triton.jit
@@ -32,18 +40,16 @@ def _instance_norm_pp_stats_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)  # one program per (n, c) plane
-    n = pid // C
-    c = pid % C
-    base = x_ptr + n * s_n + c * s_c
+    base = x_ptr + _plane_offset(pid, C, s_n, s_c)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        acc += tl.load(base + offs * s_p, mask=offs < HW, other=0.0).to(tl.float32)
+        acc += tl.load(base + offs.to(tl.int64) * s_p, mask=offs < HW, other=0.0).to(tl.float32)
     mu = tl.sum(acc, axis=0) / HW
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, HW, BLOCK):  # second pass: exact where sum-of-squares would cancel
         offs = start + tl.arange(0, BLOCK)
-        xv = tl.load(base + offs * s_p, mask=offs < HW, other=0.0).to(tl.float32)
+        xv = tl.load(base + offs.to(tl.int64) * s_p, mask=offs < HW, other=0.0).to(tl.float32)
         d = tl.where(offs < HW, xv - mu, 0.0)
         acc += d * d
     var = tl.sum(acc, axis=0) / HW
@@ -67,20 +73,18 @@ def _instance_norm_pp_apply_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    n = pid // C
-    c = pid % C
     mu = tl.load(mean_ptr + pid)
     a = tl.load(a_ptr + pid)
     b = tl.load(b_ptr + pid)
-    off = n * s_n + c * s_c
+    off = _plane_offset(pid, C, s_n, s_c)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        xv = tl.load(x_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        xv = tl.load(x_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         z = a * (xv - mu) + b
         if APPLY_ELU:
             z = tl.where(z > 0, z, tl.exp(tl.minimum(z, 0.0)) - 1.0)
-        tl.store(y_ptr + off + offs * s_p, z.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_ptr + off + offs.to(tl.int64) * s_p, z.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -101,20 +105,18 @@ def _instance_norm_pp_grad_sums_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    n = pid // C
-    c = pid % C
     mu = tl.load(mean_ptr + pid)
-    off = n * s_n + c * s_c
+    off = _plane_offset(pid, C, s_n, s_c)
     acc_g = tl.zeros([BLOCK], dtype=tl.float32)
     acc_gx = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        g = tl.load(dy_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(dy_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         if APPLY_ELU:  # dELU/dz from the output: 1 for z > 0, else exp(z) = y + 1
-            yv = tl.load(y_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+            yv = tl.load(y_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
             g = g * tl.where(yv > 0, 1.0, yv + 1.0)
-        xv = tl.load(x_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        xv = tl.load(x_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         acc_g += g
         acc_gx += g * tl.where(mask, xv - mu, 0.0)
     tl.store(sg_ptr + pid, tl.sum(acc_g, axis=0))
@@ -141,24 +143,22 @@ def _instance_norm_pp_grad_apply_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    n = pid // C
-    c = pid % C
     mu = tl.load(mean_ptr + pid)
     gbar = tl.load(gbar_ptr + pid)
     k1 = tl.load(k1_ptr + pid)
     k2 = tl.load(k2_ptr + pid)
     k3 = tl.load(k3_ptr + pid)
-    off = n * s_n + c * s_c
+    off = _plane_offset(pid, C, s_n, s_c)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        g = tl.load(dy_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(dy_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         if APPLY_ELU:
-            yv = tl.load(y_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+            yv = tl.load(y_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
             g = g * tl.where(yv > 0, 1.0, yv + 1.0)
-        xv = tl.load(x_ptr + off + offs * s_p, mask=mask, other=0.0).to(tl.float32)
+        xv = tl.load(x_ptr + off + offs.to(tl.int64) * s_p, mask=mask, other=0.0).to(tl.float32)
         dx = k1 * (g - gbar) + k2 * (xv - mu) + k3
-        tl.store(dx_ptr + off + offs * s_p, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + off + offs.to(tl.int64) * s_p, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def _layout(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
@@ -202,7 +202,8 @@ def instance_norm_pp_elu_triton(
     rstd = torch.empty((n, c), device=x.device, dtype=torch.float32)
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     strides = _plane_strides(x)
-    wrap_triton(_instance_norm_pp_stats_kernel)[(n * c,)](x, mean, rstd, c, hw, *strides, eps, BLOCK=_block(hw))
+    with launch_device(x):
+        wrap_triton(_instance_norm_pp_stats_kernel)[(n * c,)](x, mean, rstd, c, hw, *strides, eps, BLOCK=_block(hw))
     u, _ = _channel_term(mean, eps)
     g = _params(gamma, n)
     a = (g * rstd).contiguous()
@@ -210,9 +211,10 @@ def instance_norm_pp_elu_triton(
     if beta is not None:
         b = b + _params(beta, n)
     b = b.contiguous()
-    wrap_triton(_instance_norm_pp_apply_kernel)[(n * c,)](
-        x, out, mean, a, b, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
-    )
+    with launch_device(x):
+        wrap_triton(_instance_norm_pp_apply_kernel)[(n * c,)](
+            x, out, mean, a, b, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
+        )
     return out, mean, rstd
 
 
@@ -236,9 +238,10 @@ def instance_norm_pp_elu_triton_backward(
     strides = _plane_strides(x)
     sg = torch.empty((n, c), device=x.device, dtype=torch.float32)
     sgx = torch.empty((n, c), device=x.device, dtype=torch.float32)
-    wrap_triton(_instance_norm_pp_grad_sums_kernel)[(n * c,)](
-        dy, out, x, mean, rstd, sg, sgx, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
-    )
+    with launch_device(x):
+        wrap_triton(_instance_norm_pp_grad_sums_kernel)[(n * c,)](
+            dy, out, x, mean, rstd, sg, sgx, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
+        )
     # Across-channel algebra on (N, C) (see ops/instance_norm_pp_elu.py for the derivation).
     u, q = _channel_term(mean, eps)
     al, ga = _params(alpha, n), _params(gamma, n)
@@ -253,9 +256,10 @@ def instance_norm_pp_elu_triton_backward(
     k3 = (dmu / hw).contiguous()
     gbar = (sg / hw).contiguous()
     dx = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=fmt)
-    wrap_triton(_instance_norm_pp_grad_apply_kernel)[(n * c,)](
-        dy, out, x, dx, mean, gbar, k1, k2, k3, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
-    )
+    with launch_device(x):
+        wrap_triton(_instance_norm_pp_grad_apply_kernel)[(n * c,)](
+            dy, out, x, dx, mean, gbar, k1, k2, k3, c, hw, *strides, APPLY_ELU=apply_elu, BLOCK=_block(hw)
+        )
 
     def reduce(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return (t.sum(dim=0) if like.dim() == 1 else t).to(like.dtype)

@@ -14,6 +14,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from ncsn_fast.ops.triton import launch_device
+
 BLOCK_GROUPS = 256
 
 
@@ -120,19 +122,20 @@ def launch(
     has_stats = stats is not None
     if has_stats:
         stats.zero_()
-    wrap_triton(_sde_step_kernel)[(n, blocks)](
-        x,
-        drift,
-        stats if has_stats else x,
-        d,
-        float(c),
-        float(a),
-        float(b),
-        seed,
-        offset,
-        HAS_STATS=has_stats,
-        BLOCK=BLOCK_GROUPS,
-    )
+    with launch_device(x):
+        wrap_triton(_sde_step_kernel)[(n, blocks)](
+            x,
+            drift,
+            stats if has_stats else x,
+            d,
+            float(c),
+            float(a),
+            float(b),
+            seed,
+            offset,
+            HAS_STATS=has_stats,
+            BLOCK=BLOCK_GROUPS,
+        )
 
 
 @triton_op("ncsn_fast::sde_step_triton_", mutates_args={"x", "stats"})
