@@ -54,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.init:
         raise common.CommandError("--resume and --init cannot be combined: resume continues a run, init starts one")
     from ncsn_fast.config import load_config
-    from ncsn_fast.train import train
+    from ncsn_fast.train import existing_run, train
+
+    held = existing_run(workdir) if not args.resume else None
+    if held is not None:  # train() refuses too; here before the config and the data are read
+        raise common.CommandError(
+            f"--workdir: {args.workdir!r} already holds a run ({held}); continue it with --resume, or give another "
+            "--workdir"
+        )
 
     cfg = load_config(args.config)
     if args.batch_size:
