@@ -299,8 +299,8 @@ def test_a_used_workdir_is_refused_and_left_byte_identical_after_ctrl_c(tmp_path
         time.sleep(0.02)
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=60)
-    assert first.returncode == 130 and "kept" in err.splitlines()[-1], err[-500:]
     newest = latest_checkpoint(work)
+    assert first.returncode == 130 and f"kept, newest {newest.name}" in err.splitlines()[-1], err[-500:]
     before = _tree(work)
     assert newest is not None and "metrics.jsonl" in before
 
@@ -319,7 +319,8 @@ def test_a_used_workdir_is_refused_and_left_byte_identical_after_ctrl_c(tmp_path
     assert _tree(work) == before  # (a bad flag with --resume: still nothing touched)
 
 
-def test_a_run_stopped_before_its_first_checkpoint_removes_what_it_made_and_nothing_else(tmp_path, monkeypatch):
+def test_a_run_stopped_before_its_first_checkpoint_removes_what_it_made_and_nothing_else(tmp_path, monkeypatch,
+                                                                                       capsys):  # fmt: skip
     import ncsn_fast.train as training
 
     def interrupted(*args, **kwargs):
@@ -334,6 +335,14 @@ def test_a_run_stopped_before_its_first_checkpoint_removes_what_it_made_and_noth
             train(tiny_cfg(), folder, max_steps=3, log_every=1, snapshot_every=2, quiet=True, data=load_small_digits())
     assert _tree(work) == {"notes.txt": b"the user's own file"}
     assert not (tmp_path / "made").exists()  # the workdir it made goes too
+    cfg_path = tmp_path / "tiny.yml"
+    cfg_path.write_text(tiny_cfg().to_yaml())
+    from ncsn_fast.cli import main
+
+    args = ["train", "--config", str(cfg_path), "--workdir", str(tmp_path / "cli"), "--max-steps", "3", "--quiet"]
+    assert main(args + ["--log-every", "1", "--snapshot-every", "2"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "ncsn-fast: interrupted; nothing written"
+    assert not (tmp_path / "cli").exists()
 
 
 def test_a_workdir_with_only_a_log_is_refused_and_resume_starts_it_again(tmp_path):
