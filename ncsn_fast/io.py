@@ -1,10 +1,15 @@
-"""Files written so that a crash never leaves a torn one: :func:`atomic_write` (checkpoints, statistics, JSON)."""
+"""Files written so that a crash never leaves a torn one: :func:`atomic_write` (checkpoints, statistics, JSON),
+and :class:`Staged`: the files of one run moved into place together, only when it succeeds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -90,3 +95,133 @@ class TensorFile:
         self.tensor = None
         if os.path.exists(self._raw):
             os.unlink(self._raw)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Any:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done, then raise it; in the main
+    thread only (elsewhere Python delivers no signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
+    elif caught and previous == signal.SIG_DFL:
+        raise KeyboardInterrupt
+
+
+class Staged:
+    """The files of one run, written under temporary names beside their targets and moved onto them together by
+    :meth:`commit`, only when the run succeeds.
+
+    A run that fails or is interrupted (:meth:`discard`, or the ``with`` block left by an exception) removes only
+    what it created itself: its temporary files and the folders it made (when empty). A file it would have replaced
+    stays byte-identical, and a file it never wrote is never touched. :meth:`commit` holds off a Ctrl-C until its
+    renames are done (then raises it, with ``committed`` True)::
+
+        with Staged() as stage:
+            save_grid(images, stage.path(out / "samples.png"))     # any writer that takes a path
+            save_pretrained(model, stage.folder(out), cfg)        # or fills a folder
+        # leaving the block: committed; an exception: discarded and re-raised
+    """
+
+    def __init__(self) -> None:
+        self._files: list[tuple[Path, Path]] = []  # (temporary file, target)
+        self._folders: list[tuple[Path, Path]] = []  # (temporary folder, target folder)
+        self._removals: list[Path] = []
+        self._made: list[Path] = []  # folders this run created, outermost first
+        self.committed = False
+
+    def _mkdir(self, folder: Path) -> None:
+        missing = []
+        p = folder.absolute()
+        while not p.exists() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        self._made += [m for m in reversed(missing) if m not in self._made]
+
+    def path(self, target: str | os.PathLike) -> Path:
+        """A temporary file beside ``target`` (same suffix, hidden name) that :meth:`commit` moves onto it."""
+        t = Path(target)
+        self._mkdir(t.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{t.name}.", suffix=f".partial{t.suffix}", dir=t.parent)
+        os.close(fd)
+        self._files.append((Path(tmp), t))
+        return Path(tmp)
+
+    def folder(self, target: str | os.PathLike) -> Path:
+        """A temporary folder inside ``target`` whose files :meth:`commit` moves into ``target``."""
+        t = Path(target)
+        self._mkdir(t)
+        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=t))
+        self._folders.append((tmp, t))
+        return tmp
+
+    def remove(self, target: str | os.PathLike) -> None:
+        """Remove ``target`` at :meth:`commit` (a file the new ones make stale), never before."""
+        self._removals.append(Path(target))
+
+    def commit(self) -> list[Path]:
+        """Move every staged file onto its target (os.replace: each one atomic), then make the removals; returns the
+        targets written."""
+        moves = [(tmp, target) for tmp, target in self._files]
+        for tmp, target in self._folders:
+            moves += [(f, target / f.name) for f in sorted(tmp.iterdir()) if f.is_file()]
+        try:
+            self._move(moves)
+        except KeyboardInterrupt:
+            if self.committed:  # a Ctrl-C held until the files were in place: say what was written
+                raise KeyboardInterrupt(f"wrote {', '.join(str(t) for _, t in moves)}") from None
+            raise
+        return [target for _, target in moves]
+
+    def _move(self, moves: list[tuple[Path, Path]]) -> None:
+        with _sigint_deferred():
+            try:
+                for tmp, target in moves:
+                    os.replace(tmp, target)
+            except BaseException:  # e.g. a full disk: what was not moved yet is removed, as on failure
+                self.discard()
+                raise
+            for target in self._removals:
+                if target.is_file():
+                    target.unlink()
+            for tmp, _ in self._folders:
+                shutil.rmtree(tmp, ignore_errors=True)
+            for folder in {target.parent for _, target in moves}:
+                with contextlib.suppress(OSError):
+                    dir_fd = os.open(folder, os.O_RDONLY)
+                    try:
+                        os.fsync(dir_fd)
+                    finally:
+                        os.close(dir_fd)
+            self._files, self._folders, self._removals, self._made = [], [], [], []
+            self.committed = True
+
+    def discard(self) -> None:
+        """Remove the temporary files and folders, then the folders this run created if they are empty."""
+        for tmp, _ in self._files:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        for tmp, _ in self._folders:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(self._made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        self._files, self._folders, self._removals, self._made = [], [], [], []
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()

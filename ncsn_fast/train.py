@@ -30,6 +30,7 @@ from ncsn_fast.checkpoint import checkpoint_step, load_state, read_checkpoint, s
 from ncsn_fast.config import Config
 from ncsn_fast.data import build_dataset, data_transform
 from ncsn_fast.ema import EMA, unwrap_model
+from ncsn_fast.io import atomic_write
 from ncsn_fast.losses import dsm_loss
 from ncsn_fast.models import build_model
 from ncsn_fast.precision import check_precision
@@ -145,6 +146,14 @@ def latest_checkpoint(workdir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def existing_run(workdir: str | Path) -> str | None:
+    """What shows that ``workdir`` holds a run already (its newest checkpoint, else metrics.jsonl), in words; None."""
+    if (newest := latest_checkpoint(workdir)) is not None:
+        return f"newest checkpoint {newest.name}, step {checkpoint_step(newest)}"
+    stopped = (Path(workdir) / "metrics.jsonl").is_file()
+    return "metrics.jsonl of a run stopped before its first checkpoint" if stopped else None
+
+
 def _check_workdir(workdir: Path) -> bool:
     """Create (if needed) and probe the workdir; returns whether it was created by this call."""
     created = not workdir.exists()
@@ -174,7 +183,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop the log lines written after the checkpoint a run resumes from (they will be written again)."""
     if path.is_file():
         rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+        text = "".join(r + "\n" for r in rows).encode()
+        atomic_write(path, lambda f: f.write(text))
 
 
 def plot_loss_curve(metrics: Path, out: Path) -> bool:
@@ -220,13 +230,15 @@ def train(
 
     Writes ``workdir/checkpoint_<step>.pth`` (every ``snapshot_every`` steps, default ``training.snapshot_freq``,
     and at the end; the last ``keep``), ``metrics.jsonl`` every ``log_every`` steps and ``loss.png``.
-    ``resume`` continues from the latest checkpoint (ValueError "nothing to resume" when the workdir holds no run);
+    ``resume`` continues from the latest checkpoint (ValueError "nothing to resume" when the workdir does not exist);
+    without it a workdir that holds a run (:func:`existing_run`) is refused, untouched. Pruning to the last ``keep``
+    removes only this run's own checkpoints (with ``resume``, also those of the run it continues).
     ``init`` starts from a checkpoint's weights (its EMA when it has one, else the EMA starts from the loaded
     weights; its σ schedule must match the config's unless ``adopt_schedule``). ``data``: a tensor (N, C, H, W) in
     [0, 1] or a Dataset instead of the config's dataset. Under torchrun (WORLD_SIZE > 1) each rank takes 1/world of
     every global batch of ``training.batch_size``; rank 0 writes. Returns a summary (final step, losses, wall time,
     model, EMA). Errors name the parameter (``workdir: …``); a run that fails before its first checkpoint removes
-    the workdir it created.
+    the files it created (and the workdir, when it made it), nothing else.
     """
     workdir = Path(workdir)
     amp_dtype = check_precision("precision", precision)
@@ -235,6 +247,9 @@ def train(
             check_int(name, value, 1)
     check_int("keep", keep, 1)
     dev = check_device("device", device) if device is not None else None
+    if not resume and (held := existing_run(workdir)):
+        raise ValueError(f"workdir: {str(workdir)!r} already holds a run ({held}); continue it with resume=True, or "
+                         "choose another workdir")  # fmt: skip
     ranks = distributed.setup()
     if cfg.training.batch_size % ranks.world:
         raise ValueError(f"training.batch_size: {cfg.training.batch_size} is not divisible by {ranks.world} processes")
@@ -274,11 +289,13 @@ def train(
         ema.load_state_dict(ckpt["ema"])
     sigmas = get_sigmas(cfg).to(dev)  # after loading: adopt_schedule may have replaced the config's schedule
     created = False
+    before = set(workdir.iterdir()) if ranks.is_main and workdir.is_dir() else set()
+    own = checkpoints(workdir) if ckpt_path is not None else []  # what pruning may remove
     if ranks.is_main:
         created = _check_workdir(workdir)
         for stale in workdir.glob(".checkpoint_*.tmp"):  # left by a run killed while writing
             stale.unlink()
-        if ckpt_path is not None:
+        if resume:
             _truncate_metrics(workdir / "metrics.jsonl", step)
         if not quiet:
             where = f"resumed from {ckpt_path.name} (step {step})" if ckpt_path else "starting at step 0"
@@ -288,17 +305,20 @@ def train(
         return _loop(
             cfg, workdir, model, optimizer, ema, order, noise_gen, sigmas, dataset, step, ranks, dev, amp_dtype,
             compile, max_steps if max_steps is not None else cfg.training.n_iters,
-            log_every, snapshot_every or cfg.training.snapshot_freq, keep, seed, quiet,
+            log_every, snapshot_every or cfg.training.snapshot_freq, keep, seed, quiet, own,
         )  # fmt: skip
     except BaseException:
-        if created and latest_checkpoint(workdir) is None:
-            shutil.rmtree(workdir, ignore_errors=True)  # a run that saved nothing leaves nothing behind
+        if ranks.is_main and workdir.is_dir() and all(p in before for p in checkpoints(workdir)):
+            for path in set(workdir.iterdir()) - before:  # a run that saved nothing removes what it made, only that
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            if created and not any(workdir.iterdir()):
+                workdir.rmdir()
         raise
 
 
 def _loop(
     cfg, workdir, model, optimizer, ema, order, noise_gen, sigmas, dataset, step, ranks, dev, amp_dtype, compile,
-    total, log_every, snapshot_every, keep, seed, quiet,
+    total, log_every, snapshot_every, keep, seed, quiet, own,
 ) -> dict[str, Any]:  # fmt: skip
     rank, world = ranks.rank, ranks.world
     fwd = torch.compile(model) if (compile if compile is not None else dev.type == "cuda") else model
@@ -328,8 +348,10 @@ def _loop(
             config=cfg.to_dict(),
             rng=_rng_state(order, noise_gen),
         )
-        for old in checkpoints(workdir)[:-keep]:
-            old.unlink()
+        own[:] = sorted({*own, path}, key=checkpoint_step)
+        for old in own[:-keep]:  # this run's own checkpoints (and those of the run it resumes), never another's
+            old.unlink(missing_ok=True)
+        del own[:-keep]
         with contextlib.suppress(OSError, ValueError):
             plot_loss_curve(metrics, workdir / "loss.png")
         if not quiet:

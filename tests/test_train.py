@@ -270,3 +270,89 @@ def test_a_failed_run_leaves_no_empty_workdir_and_bad_devices_fail_first(tmp_pat
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and "--device" in err[0] and device in err[0]
         assert not (tmp_path / "dev").exists()
+
+
+def _tree(folder):
+    """Every file under ``folder`` (hidden ones too) → its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_used_workdir_is_refused_and_left_byte_identical_after_ctrl_c(tmp_path):
+    """Issue 22 item 5: a run stopped by SIGINT after its checkpoints, then a second `train` into the same workdir
+    (the command line and the library): refused in one line naming the newest checkpoint and both ways on, and not
+    one byte of the first run changes (before, its old checkpoint outranked the new ones and pruning removed them)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ncsn_fast.cli import main
+
+    cfg_path = tmp_path / "tiny.yml"
+    cfg_path.write_text(tiny_cfg().to_yaml())
+    work = tmp_path / "w"
+    cmd = [sys.executable, "-m", "ncsn_fast.cli", "train", "--config", str(cfg_path), "--workdir", str(work)]
+    first = subprocess.Popen(cmd + ["--max-steps", "100000", "--snapshot-every", "2", "--log-every", "1", "--quiet"],
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while len(list(work.glob("checkpoint_*.pth"))) < 2 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    newest = latest_checkpoint(work)
+    assert first.returncode == 130 and f"kept, newest {newest.name}" in err.splitlines()[-1], err[-500:]
+    before = _tree(work)
+    assert newest is not None and "metrics.jsonl" in before
+
+    second = ["train", "--config", str(cfg_path), "--workdir", str(work), "--max-steps", "2", "--snapshot-every", "1"]
+    for extra in ([], ["--keep", "1"], ["--init", str(newest)]):
+        proc = subprocess.run(cmd[:3] + second + extra, capture_output=True, text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        for needle in ("--workdir", str(work), newest.name, "--resume", "another --workdir"):
+            assert needle in lines[0], (needle, lines[0])
+        assert _tree(work) == before
+    with pytest.raises(ValueError, match=rf"^workdir: .*already holds a run \(newest checkpoint {newest.name}.*resume"):
+        train(tiny_cfg(), work, max_steps=2, snapshot_every=1, keep=1, quiet=True, data=load_small_digits())
+    assert _tree(work) == before
+    assert main(["train", "--config", str(cfg_path), "--workdir", str(work), "--resume", "--max-steps", "0"]) == 2
+    assert _tree(work) == before  # (a bad flag with --resume: still nothing touched)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_removes_what_it_made_and_nothing_else(tmp_path, monkeypatch,
+                                                                                       capsys):  # fmt: skip
+    import ncsn_fast.train as training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", interrupted)
+    work = tmp_path / "mine"
+    work.mkdir()
+    (work / "notes.txt").write_text("the user's own file")
+    for folder in (work, tmp_path / "made"):
+        with pytest.raises(KeyboardInterrupt):  # after metrics.jsonl was written, at the first checkpoint
+            train(tiny_cfg(), folder, max_steps=3, log_every=1, snapshot_every=2, quiet=True, data=load_small_digits())
+    assert _tree(work) == {"notes.txt": b"the user's own file"}
+    assert not (tmp_path / "made").exists()  # the workdir it made goes too
+    cfg_path = tmp_path / "tiny.yml"
+    cfg_path.write_text(tiny_cfg().to_yaml())
+    from ncsn_fast.cli import main
+
+    args = ["train", "--config", str(cfg_path), "--workdir", str(tmp_path / "cli"), "--max-steps", "3", "--quiet"]
+    assert main(args + ["--log-every", "1", "--snapshot-every", "2"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "ncsn-fast: interrupted; nothing written"
+    assert not (tmp_path / "cli").exists()
+
+
+def test_a_workdir_with_only_a_log_is_refused_and_resume_starts_it_again(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
+    with pytest.raises(ValueError, match="workdir: .*metrics.jsonl of a run stopped before its first checkpoint"):
+        train(tiny_cfg(), work, max_steps=1, quiet=True, data=load_small_digits())
+    assert (work / "metrics.jsonl").read_text().count("\n") == 2
+    train(tiny_cfg(), work, max_steps=1, log_every=1, resume=True, quiet=True, data=load_small_digits())
+    import json
+
+    assert [json.loads(line)["step"] for line in (work / "metrics.jsonl").read_text().splitlines()] == [1]

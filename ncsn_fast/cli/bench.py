@@ -42,13 +42,13 @@ def run_table6(args: argparse.Namespace) -> int:
     note = f"{stamp}; `ncsn-fast bench table6 --device {args.device} --precision {args.precision}"
     note += " --quick`" if args.quick else "`"
     print(table)  # the result first: nothing below can lose it
-    from ncsn_fast.io import atomic_write, write_json
+    from ncsn_fast.io import Staged, atomic_write, write_json
     from ncsn_fast.plotting import save_figure, table6_figure
 
-    out.mkdir(parents=True, exist_ok=True)
     text = f"{note}\n\n{table}\n".encode()
-    atomic_write(out / "table6.md", lambda f: f.write(text))
-    write_json(out / "table6.json", {"when": stamp, "rows": [asdict(r) for r in rows]})
-    save_figure(table6_figure(rows), out / "table6.png")
+    with Staged() as stage:  # the three files replace an earlier run's together, only once all are written
+        atomic_write(stage.path(out / "table6.md"), lambda f: f.write(text))
+        write_json(stage.path(out / "table6.json"), {"when": stamp, "rows": [asdict(r) for r in rows]})
+        save_figure(table6_figure(rows), stage.path(out / "table6.png"))
     print(f"\n{note}; wrote {out}/table6.md, table6.json, table6.png")
     return 0

@@ -159,17 +159,16 @@ def run_fid(args: argparse.Namespace) -> int:
 
     from ncsn_fast.evaluation import save_stats
     from ncsn_fast.images import save_grid
-    from ncsn_fast.io import write_json
+    from ncsn_fast.io import Staged, atomic_write, write_json
 
     protocol = {**result.protocol, "ckpt": args.ckpt or "bundled digits"}
-    save_stats(out / "sample_stats.npz", result.stats.mu, result.stats.cov, protocol)
-    if result.samples is not None:
-        save_grid(result.samples[:64].float() / 255.0, out / "samples.png")
-        if args.save_samples:
-            from ncsn_fast.io import atomic_write
-
-            atomic_write(out / "samples.pt", lambda fh: torch.save(result.samples, fh))
-    write_json(out / "fid.json", {"fid": result.fid, "seconds": result.seconds, "protocol": protocol})
+    with Staged() as stage:  # the files replace an earlier run's together, only once all are written
+        save_stats(stage.path(out / "sample_stats.npz"), result.stats.mu, result.stats.cov, protocol)
+        if result.samples is not None:
+            save_grid(result.samples[:64].float() / 255.0, stage.path(out / "samples.png"))
+            if args.save_samples:
+                atomic_write(stage.path(out / "samples.pt"), lambda fh: torch.save(result.samples, fh))
+        write_json(stage.path(out / "fid.json"), {"fid": result.fid, "seconds": result.seconds, "protocol": protocol})
     print(f"wrote {out}/fid.json, sample_stats.npz" + (", samples.png" if result.samples is not None else ""))
     return 0
 
@@ -230,15 +229,17 @@ def run_fid_select(args: argparse.Namespace) -> int:
 
         reference_stats(args.stats)
         inception = load_inception(args.weights, device)
+        partial = _unused(out / "select.partial.json")
 
         def on_row(sel: Any) -> None:
             if ranks.is_main:
                 r = sel.rows[-1]
                 print(f"step {r['step']:>8}  FID {r['fid']:10.4f}  denoised {r['fid_denoised']:10.4f}", flush=True)
-                # rewritten after every checkpoint: a long selection that is stopped keeps what it measured
-                write_json(out / "select.json", {"rows": sel.rows, "best": sel.best(), "protocol": sel.protocol})
+                # this run's own file, rewritten after every checkpoint: a long selection that is stopped keeps what
+                # it measured, and an earlier run's select.json stays as it was
+                write_json(partial, {"rows": sel.rows, "best": sel.best(), "protocol": sel.protocol})
+                args.kept = f"{partial} holds the checkpoints scored so far"
 
-        args.kept = f"{out}/select.json holds the checkpoints scored so far"
         sel = select_checkpoints(
             ckpts, args.stats, args.config, args.n, plan, args.batch_size, inception, method=args.method,
             ema=not args.no_ema, device=device, ranks=ranks, progress=not args.quiet, on_row=on_row,
@@ -250,11 +251,25 @@ def run_fid_select(args: argparse.Namespace) -> int:
         b = best[key]
         print(f"best {label}: step {b['step']} (FID {b['value']:.4f})  {b['ckpt']}")
     print(_describe(sel.protocol))
+    from ncsn_fast.io import Staged
     from ncsn_fast.plotting import fid_per_checkpoint_figure, save_figure
 
-    save_figure(fid_per_checkpoint_figure(sel.rows, sel.protocol.get("n", 0)), out / "select.png")
+    with Staged() as stage:
+        write_json(stage.path(out / "select.json"), {"rows": sel.rows, "best": best, "protocol": sel.protocol})
+        save_figure(fid_per_checkpoint_figure(sel.rows, sel.protocol.get("n", 0)), stage.path(out / "select.png"))
+        stage.remove(partial)  # its rows are in select.json now
     print(f"wrote {out}/select.json, select.png")
     return 0
+
+
+def _unused(path: Path) -> Path:
+    """``path``, else ``<stem>.2<suffix>``, ``<stem>.3<suffix>``, …: the first name no file has (an earlier run's
+    file stays as it was)."""
+    candidate, k = path, 1
+    while candidate.exists():
+        k += 1
+        candidate = path.with_name(f"{path.stem}.{k}{path.suffix}")
+    return candidate
 
 
 def run_test_loss(args: argparse.Namespace) -> int:
@@ -292,7 +307,7 @@ def run_neighbors(args: argparse.Namespace) -> int:
     from ncsn_fast.evaluation.inception import find_standard_weights, load_inception, quantize_8bit
     from ncsn_fast.evaluation.neighbors import neighbors, pixel_features
     from ncsn_fast.images import load_tensor, save_grid
-    from ncsn_fast.io import write_json
+    from ncsn_fast.io import Staged, write_json
 
     model, cfg = common.load_model(args, device)
     dataset = build_dataset(cfg, args.data)
@@ -319,8 +334,10 @@ def run_neighbors(args: argparse.Namespace) -> int:
     note = " (no Inception weights given or cached)" if args.features == "auto" and mode == "pixels" else ""
     print(f"features: {mode}{note}")
     nb, grid = neighbors(samples, dataset, args.k, features, not args.no_flips, args.batch_size, not args.quiet)
-    save_grid(grid, out, nrow=args.k + 1, mark_column=1)
-    write_json(out.with_suffix(".json"), {"features": mode, "flips": not args.no_flips, "neighbors": nb.to_dict()})
+    with Staged() as stage:  # the grid and its JSON replace an earlier run's together, only once both are written
+        save_grid(grid, stage.path(out), nrow=args.k + 1, mark_column=1)
+        record = {"features": mode, "flips": not args.no_flips, "neighbors": nb.to_dict()}
+        write_json(stage.path(out.with_suffix(".json")), record)
     flipped = int(nb.flipped[:, 0].sum())
     print(
         f"wrote {out} ({samples.shape[0]} samples × {args.k} neighbors, {mode} features; first column: the sample; "

@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _one_line_warnings
     try:
         return args.run(args)
-    except KeyboardInterrupt:
-        print(f"ncsn-fast: interrupted; {getattr(args, 'kept', None) or 'nothing written'}", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # its text, when it has one, says what was written before it was raised
+        kept = str(exc) or getattr(args, "kept", None) or "nothing written"
+        print(f"ncsn-fast: interrupted; {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (CommandError, ValueError, FileNotFoundError, ImportError) as exc:
         message = to_flag(_first_line(exc), vars(args), getattr(args, "flag_names", None))

@@ -166,32 +166,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(out: Path, batches: Any, n: int, shape: tuple[int, ...], grid: Any, nrow: int | None = None) -> None:
-    """Stream batches into OUT/samples.pt; the grid of the first ≤ 100 (after ``grid``'s own images, if any)."""
+    """Stream batches into OUT/samples.pt; the grid of the first ≤ 100 (after ``grid``'s own images, if any). Both
+    files are staged and replace the previous ones together on success: a failed or interrupted run leaves OUT as it
+    was (and no folder it created)."""
     import torch
 
     from ncsn_fast.images import save_grid
-    from ncsn_fast.io import TensorFile
+    from ncsn_fast.io import Staged, TensorFile
 
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    writer = TensorFile(out / "samples.pt", n, shape)
-    shown: list[torch.Tensor] = []
-    try:
-        for images, _ in batches:
-            writer.write(images)
-            if sum(len(t) for t in shown) < GRID_MAX:
-                shown.append(images[: GRID_MAX - sum(len(t) for t in shown)].cpu())
-        tiles = torch.cat(shown)
-        if grid is not None:
-            tiles = torch.cat([grid, tiles])
-        save_grid(tiles, out / "samples.png", nrow=nrow)
-        writer.close()
-    except BaseException:
-        writer.discard()
-        (out / "samples.png").unlink(missing_ok=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a failed run leaves no empty folder behind
-        raise
+    with Staged() as stage:
+        writer = TensorFile(stage.path(out / "samples.pt"), n, shape)
+        shown: list[torch.Tensor] = []
+        try:
+            for images, _ in batches:
+                writer.write(images)
+                if sum(len(t) for t in shown) < GRID_MAX:
+                    shown.append(images[: GRID_MAX - sum(len(t) for t in shown)].cpu())
+            tiles = torch.cat(shown)
+            if grid is not None:
+                tiles = torch.cat([grid, tiles])
+            save_grid(tiles, stage.path(out / "samples.png"), nrow=nrow)
+            writer.close()
+        finally:
+            writer.discard()
 
 
 def _data_init_images(args: argparse.Namespace, cfg: Any) -> Any:

@@ -54,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.init:
         raise common.CommandError("--resume and --init cannot be combined: resume continues a run, init starts one")
     from ncsn_fast.config import load_config
-    from ncsn_fast.train import train
+    from ncsn_fast.train import existing_run, train
+
+    held = existing_run(workdir) if not args.resume else None
+    if held is not None:  # train() refuses too; here before the config and the data are read
+        raise common.CommandError(
+            f"--workdir: {args.workdir!r} already holds a run ({held}); continue it with --resume, or give another "
+            "--workdir"
+        )
 
     cfg = load_config(args.config)
     if args.batch_size:
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         from ncsn_fast.checkpoint import read_checkpoint
 
         read_checkpoint(args.init)  # a bad --init fails here, before any data is read
-    args.kept = f"the checkpoints in {workdir} are kept (continue with --resume)"
+    args.kept = _Kept(workdir)
     summary = train(
         cfg, workdir, args.max_steps, args.seed, args.resume, args.log_every, args.snapshot_every,
         keep=args.keep, data_root=args.data, download=args.download, precision=args.precision,
@@ -75,3 +82,18 @@ def run(args: argparse.Namespace) -> int:
     tail = f", last loss {losses[-1]:.4g}" if losses else ""
     print(f"trained to step {summary['step']} in {summary['wall_s']:.0f} s{tail}; workdir {workdir}")
     return 0
+
+
+class _Kept:
+    """What a Ctrl-C leaves, said when it comes: the workdir's checkpoints, or nothing (a run that saved none
+    removes what it made)."""
+
+    def __init__(self, workdir: Any) -> None:
+        self.workdir = workdir
+
+    def __str__(self) -> str:
+        from ncsn_fast.train import latest_checkpoint
+
+        newest = latest_checkpoint(self.workdir)
+        return f"the checkpoints in {self.workdir} are kept, newest {newest.name} (continue with --resume)" if newest \
+            else "nothing written"  # fmt: skip

@@ -350,18 +350,23 @@ def convert(
         ema_what = "EMA weights (the checkpoint's EMA shadow; buffers from its model weights)"
         raw_what = "raw weights (the checkpoint's model weights)"
     step = ckpt.get("step")
-    written = save_pretrained(model, out, cfg, ema=ema, raw=raw, step=step if isinstance(step, int) else None)
-    if ema is not None:
-        written["model.safetensors"] = ema_what
-        if raw:
-            written[SAFETENSORS_RAW] = raw_what
-    else:
-        written["model.safetensors"] = "raw weights (the checkpoint has no EMA weights)"
-    written["config.yaml"] = f"config, official schema ({config_origin})"
-    stale = out / SAFETENSORS_RAW
-    if SAFETENSORS_RAW not in written and stale.is_file():
-        stale.unlink()
-        written[SAFETENSORS_RAW] = "removed: raw weights of an earlier conversion into this folder"
+    from ncsn_fast.io import Staged
+
+    with Staged() as stage:  # the files replace an earlier conversion's together, only once all are written
+        written = save_pretrained(
+            model, stage.folder(out), cfg, ema=ema, raw=raw, step=step if isinstance(step, int) else None
+        )
+        if ema is not None:
+            written["model.safetensors"] = ema_what
+            if raw:
+                written[SAFETENSORS_RAW] = raw_what
+        else:
+            written["model.safetensors"] = "raw weights (the checkpoint has no EMA weights)"
+        written["config.yaml"] = f"config, official schema ({config_origin})"
+        stale = out / SAFETENSORS_RAW
+        if SAFETENSORS_RAW not in written and stale.is_file():
+            stage.remove(stale)  # at the commit, with the new files
+            written[SAFETENSORS_RAW] = "removed: raw weights of an earlier conversion into this folder"
     left_out = [
         what for key, what in (("optimizer", "optimizer state"), ("rng", "random-number states"), ("epoch", "epoch"))
         if ckpt.get(key) is not None

@@ -2,7 +2,7 @@
 the value, found before the network runs once (a call counter on the model's forward, not a clock), and nothing
 left behind.
 
-74 distinct bad inputs: sample 44, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
+75 distinct bad inputs: sample 44, train 11, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
 bench 3 (the parametrize list below; argparse's own errors are one line too).
 """
 
@@ -31,6 +31,8 @@ def workspace(tmp_path, monkeypatch, reference_dir):
     (tmp_path / "random_bytes.pth").write_bytes(os.urandom(2048))
     (tmp_path / "taken").write_text("an existing file")
     (tmp_path / "emptydir").mkdir()
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "checkpoint_5.pth").write_bytes(b"an earlier run's checkpoint")
     (tmp_path / "bad.yml").write_text("sampling:\n  n_step_each: 5\n")
     (tmp_path / "run").mkdir()  # a run folder whose config.yml carries a Python tag other than argparse.Namespace
     (tmp_path / "run" / "config.yml").write_text(
@@ -113,6 +115,7 @@ CASES = [
     (["train", "--config", "digits", "--workdir", "w", "--device", "cuda"], ["--device", "cuda"]),
     (["train", "--config", "digits", "--workdir", "typo", "--resume"], ["resume", "typo"]),
     (["train", "--config", "digits", "--workdir", "taken"], ["--workdir", "taken"]),
+    (["train", "--config", "digits", "--workdir", "used"], ["--workdir", "used", "checkpoint_5.pth", "--resume"]),
     (["train", "--config", "digits", "--workdir", "w", "--init", "missing.pth"], ["--init", "missing.pth"]),
     (["train", "--config", "digits", "--workdir", "w", "--init", "random_bytes.pth"], ["random_bytes.pth"]),
     (["train", "--config", "nope", "--workdir", "w"], ["--config", "nope"]),

@@ -267,3 +267,29 @@ def test_interpolation_and_inpainting_honour_verbose_and_crop_non_square_images(
     second = grid[f : f + 16 * f : f, 2 * f + 16 * f : 2 * f + 32 * f : f]
     assert (first - given[0]).abs().max() <= 1 / 255 + 1e-6
     assert torch.equal(second, (torch.arange(16) < 8).float().expand(16, 16))
+
+
+def test_ctrl_c_into_a_used_out_leaves_the_previous_files_byte_identical(tmp_path):
+    """Issue 22 item 6: a run interrupted by SIGINT while it samples into the --out of an earlier run leaves that
+    run's samples.png and samples.pt as they were, byte for byte, and nothing of its own (before, it removed the
+    earlier samples.png)."""
+    import signal
+    import time
+
+    out = tmp_path / "rep"
+    cli = [sys.executable, "-m", "ncsn_fast.cli", "sample", "--quiet", "--out", str(out)]
+    first = subprocess.run(cli + ["--nfe", "10", "--n", "4"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-500:]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"samples.png", "samples.pt"}
+    proc = subprocess.Popen(cli + ["--steps", "5", "--n", "400", "--batch-size", "50"], stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not list(out.glob(".samples.pt.*.raw")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)  # sampling has begun: its staged samples.pt is being filled
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = [ln for ln in err.splitlines() if ln.startswith("ncsn-fast")]
+    assert proc.returncode == 130 and lines == ["ncsn-fast: interrupted; nothing written"], err[-500:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
