@@ -32,6 +32,7 @@ _EXPORTS = {
     "interpolate": "ncsn_fast.sampling",
     "prior_samples": "ncsn_fast.sampling",
     "get_sampler": "ncsn_fast.sampling",
+    "sdedit": "ncsn_fast.sampling",
     "get_sigmas": "ncsn_fast.techniques",
     "train": "ncsn_fast.train",
 }

@@ -8,6 +8,7 @@ and the ALD applications (interpolation, inpainting).
   ``dpmpp_2m``, ``dpmpp_2m_sde``; :mod:`~.adaptive` — Gotta Go Fast; :mod:`~.registry` — by name;
 - :mod:`~ncsn_fast.sampling.denoiser` — :class:`Denoiser`, D(x, σ) = x + σ²·s(x, σ) for k-diffusion;
 - :mod:`~ncsn_fast.sampling.applications` — :func:`interpolate`, :func:`inpaint`;
+- :mod:`~ncsn_fast.sampling.sdedit` — :func:`sdedit` (SDEdit: perturb to σ_start, sample down), :func:`strength_sigma`;
 - :mod:`~ncsn_fast.sampling.generate` — :class:`SamplingPlan` and :func:`sample_batches` (the CLI, FID).
 """
 
@@ -22,6 +23,7 @@ from ncsn_fast.sampling.registry import SAMPLERS, get_sampler, minimum_nfe, reco
 from ncsn_fast.sampling.runtime import BACKENDS, Score
 from ncsn_fast.sampling.samplers import ald, cas, euler, heun, pc
 from ncsn_fast.sampling.schedules import geometric_sigmas, karras_sigmas, thin_schedule, warn_if_too_coarse
+from ncsn_fast.sampling.sdedit import sdedit, strength_sigma
 
 __all__ = [
     "BACKENDS",
@@ -49,6 +51,8 @@ __all__ = [
     "prior_samples",
     "recommended",
     "sample_batches",
+    "sdedit",
+    "strength_sigma",
     "thin_schedule",
     "tweedie_denoise",
     "warn_if_too_coarse",
