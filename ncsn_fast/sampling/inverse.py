@@ -101,6 +101,8 @@ class Mask(Observation):
                 f"mask: shape {tuple(mask.shape)} and data shape {tuple(data.shape)} must broadcast to the samples' "
                 f"shape {tuple(x.shape)}"
             ) from None
+        if all(t.dim() < x.dim() or t.shape[0] == 1 for t in (self.y, self.mask)):
+            data, mask = data[:1], mask[:1]  # shared by every sample: batch 1 (the values are the same)
         return Mask(data, mask)
 
 
@@ -129,8 +131,7 @@ class Grayscale(Observation):
                 f"gray: expected (1 or N, 1, H, W) with H, W = {tuple(x.shape[2:])} and N = {len(x)}, got shape "
                 f"{tuple(self.gray.shape)}"
             )
-        out = Grayscale(gray.expand(len(x), -1, -1, -1))
-        return out
+        return Grayscale(gray)
 
 
 class BoxDownsample(Observation):
@@ -161,7 +162,7 @@ class BoxDownsample(Observation):
                 f"low: expected (1 or N, {', '.join(map(str, want))}) for samples {tuple(x.shape)} and factor {k}, "
                 f"got shape {tuple(self.low.shape)}"
             )
-        return BoxDownsample(low.expand(len(x), -1, -1, -1), k)
+        return BoxDownsample(low, k)
 
 
 @torch.no_grad()
@@ -255,6 +256,11 @@ def solve(
         options = defaults | options
     fn = get_sampler(sampler)
     obs = observation.to(x0)
+    if sampler == "adaptive" and obs.y.shape[0] > 1:
+        raise ValueError(
+            "sampler: adaptive evaluates a subset of the batch at a time, so it needs one observation shared by "
+            f"every sample (batch 1), got {obs.y.shape[0]}"
+        )
     if generator is None and seed is not None:
         from ncsn_fast.seeding import make_generator
 
