@@ -177,3 +177,37 @@ def test_bad_observations_name_the_argument():
         super_resolve(score, torch.rand(1, 3, 4, 4), 2, x0, 10, 5.0, SMIN)
     with pytest.raises(ValueError, match="cuda_graphs"):
         colorize(score, torch.rand(1, 1, 4, 4), x0, 10, 5.0, SMIN, cuda_graphs=True)
+
+
+@pytest.mark.filterwarnings("ignore:noise schedule")  # a short schedule on purpose: the recursion is exact anyway
+def test_ald_on_a_schedule_samples_the_colour_by_its_exact_gaussian_recursion():
+    """ALD with the official update (langevin_solve, as --colorize without --nfe): the colour coordinates follow the
+    chain's own linear recursion m ← m + α(μ − m)/v, V ← (1 − α/v)²·V + 2α (v = s² + σ_i², the truth for ALD at a
+    finite step, as test_solvers'), then the denoising step; the gray channel is exact."""
+    from ncsn_fast import techniques as T
+    from ncsn_fast.sampling import geometric_sigmas
+    from ncsn_fast.sampling.inverse import langevin_solve
+
+    mu, s = target()
+    n, L, steps = 4000, 12, 5
+    sigmas = geometric_sigmas(5.0, SMIN, L).double()
+    eps = T.langevin_step_lr(T.geometric_ratio(5.0, SMIN, L), SMIN, steps)
+    score = gaussian_score(mu, s)
+    gray = (mu - 0.2).mean(0, keepdim=True)[None]
+    x0 = torch.zeros(n, *SHAPE, dtype=torch.float64)
+    out = langevin_solve(lambda x, y: score(x, sigmas[y]), Grayscale(gray), x0, sigmas, steps, eps,
+                         generator=torch.Generator().manual_seed(8))  # fmt: skip
+    assert float((out.mean(1, keepdim=True) - gray).abs().max()) <= 1e-12
+    s2 = s[0] ** 2  # per pixel, equal over channels
+    m, V = torch.zeros_like(s2), torch.zeros_like(s2)  # the colour of x0 = 0, relative to μ's below
+    m_mu = chroma(mu[None])[0].view(2, *s2.shape)
+    m = m.expand(2, -1, -1).clone()
+    V = V.expand(2, -1, -1).clone()
+    for sig in sigmas.tolist():
+        a = eps * sig**2 / SMIN**2
+        v = s2 + sig**2
+        for _ in range(steps):
+            m, V = m + a * (m_mu - m) / v, (1 - a / v) ** 2 * V + 2 * a
+    b = s2 / (s2 + SMIN**2)  # the denoising step
+    m, V = m_mu + b * (m - m_mu), b**2 * V
+    check_moments(chroma(out), m.flatten(), V.flatten(), 0.0)  # (the data's own variance is 68% off: measured)
