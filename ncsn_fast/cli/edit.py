@@ -62,6 +62,10 @@ def check_args(args: argparse.Namespace) -> None:
     common.positive_int("--factor", args.factor)
     for flag, dest in MODES[2:]:
         common.check_input_file(flag, getattr(args, dest))
+        if getattr(args, dest) is not None and args.data_init:
+            raise CommandError(f"--data-init: not with {flag} (the start is the input or the prior)")
+    if args.init_image is not None and args.every is not None:
+        raise CommandError("--every: not with --init-image (SDEdit runs a budget sampler from σ_start: use --nfe)")
     if args.init_image is not None and args.sampler is None and args.nfe is None:
         args.nfe = 100  # SDEdit runs a budget sampler from σ_start: the one recommended for 100 evaluations
 

@@ -2,7 +2,7 @@
 the value, found before the network runs once (a call counter on the model's forward, not a clock), and nothing
 left behind.
 
-88 distinct bad inputs: sample 58, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
+90 distinct bad inputs: sample 60, train 10, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
 bench 3 (the parametrize list below; argparse's own errors are one line too).
 """
 
@@ -96,6 +96,8 @@ CASES = [
     (["sample", "--init-image", "notes.txt"], ["--init-image", "notes.txt"]),
     (["sample", "--init-image", "bright.pt"], ["--init-image", "[0, 1]"]),
     (["sample", "--init-image", "img.png", "--interpolate", "2"], ["--interpolate", "--init-image"]),
+    (["sample", "--init-image", "img.png", "--every", "2"], ["--every", "--init-image"]),
+    (["sample", "--super-resolve", "img.png", "--factor", "2", "--data-init"], ["--data-init", "--super-resolve"]),
     (["sample", "--colorize", "img.png"], ["--colorize", "RGB"]),
     (["sample", "--colorize", "img.png", "--inpaint", "img.png", "--mask", "mask.png"], ["--inpaint", "--colorize"]),
     (["sample", "--super-resolve", "img.png"], ["--super-resolve", "--factor"]),
