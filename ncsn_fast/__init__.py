@@ -28,10 +28,13 @@ _EXPORTS = {
     "save_pretrained": "ncsn_fast.pretrained",
     "annealed_langevin": "ncsn_fast.sampling",
     "init_samples": "ncsn_fast.sampling",
+    "colorize": "ncsn_fast.sampling",
     "inpaint": "ncsn_fast.sampling",
     "interpolate": "ncsn_fast.sampling",
     "prior_samples": "ncsn_fast.sampling",
     "get_sampler": "ncsn_fast.sampling",
+    "sdedit": "ncsn_fast.sampling",
+    "super_resolve": "ncsn_fast.sampling",
     "get_sigmas": "ncsn_fast.techniques",
     "train": "ncsn_fast.train",
 }

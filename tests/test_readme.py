@@ -11,7 +11,16 @@ import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-NEEDS_FILES = ("--ckpt", "--inpaint", "cuda", "--data ", "--config cifar", "--config celeba")
+NEEDS_FILES = (
+    "--ckpt",
+    "--inpaint",
+    "--init-image",
+    "--super-resolve",
+    "cuda",
+    "--data ",
+    "--config cifar",
+    "--config celeba",
+)
 
 
 def readme_sample_lines() -> list[str]:

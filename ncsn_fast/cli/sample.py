@@ -1,5 +1,6 @@
-"""`ncsn-fast sample`: annealed Langevin dynamics (or a budget sampler), interpolation, inpainting — streamed in
-batches to OUT/samples.pt with a grid of the first ≤ 100 in OUT/samples.png."""
+"""`ncsn-fast sample`: annealed Langevin dynamics (or a budget sampler), interpolation, inpainting, SDEdit,
+colorization, super-resolution (:mod:`ncsn_fast.cli.edit`) — streamed in batches to OUT/samples.pt with a grid of
+the first ≤ 100 in OUT/samples.png."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ncsn_fast.cli import common
+from ncsn_fast.cli import common, edit
 from ncsn_fast.cli.common import CommandError
 from ncsn_fast.vocab import SAMPLER_OPTIONS
 
@@ -64,6 +65,7 @@ def register(sub: Any) -> None:
     s.add_argument("--interpolate", type=int, metavar="N", help="N interpolations between pairs (Appendix B.2)")
     s.add_argument("--inpaint", metavar="IMAGE", help="image (PNG, JPEG or .pt) whose known pixels are kept")
     s.add_argument("--mask", metavar="MASK", help="mask image, white/1 = known pixel; same size as IMAGE")
+    edit.register(s)
     s.add_argument("--data-init", dest="data_init", action="store_true", default=None, help="start from data + σ1")
     s.add_argument("--no-data-init", dest="data_init", action="store_false", help="default: sampling.data_init")
     s.add_argument("--data", help="dataset folder for --data-init (not needed for digits)")
@@ -82,6 +84,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CommandError("--inpaint and --mask go together: give both or neither")
     if args.inpaint is not None and args.interpolate is not None:
         raise CommandError("--inpaint and --interpolate cannot be combined")
+    edit.check_args(args)
     chosen, explicit = f"--sampler {args.sampler}", args.sampler is not None
     if args.sampler is None:
         args.sampler = "ald"
@@ -150,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.inpaint is not None:
         return _inpaint(args, model, cfg, resolved, out, batch_size)
+    if any(getattr(args, dest) is not None for _, dest in edit.MODES[2:]):
+        return edit.run(args, model, cfg, resolved, out, batch_size, _write)
     if args.interpolate is not None:
         return _interpolate(args, model, cfg, resolved, out, batch_size)
     data = _data_init_images(args, cfg) if resolved.data_init else None

@@ -1,5 +1,5 @@
 """Sampling: annealed Langevin dynamics, the evaluation-budget samplers, their schedules, the runtime they share,
-and the ALD applications (interpolation, inpainting).
+the ALD applications (interpolation, inpainting), linear inverse problems and SDEdit.
 
 - :mod:`~ncsn_fast.sampling.schedules` — geometric (Technique 2), Karras ρ, thinned schedules;
 - :mod:`~ncsn_fast.sampling.runtime` — precision, backend, CUDA graphs, noise, non-finite checks;
@@ -8,6 +8,9 @@ and the ALD applications (interpolation, inpainting).
   ``dpmpp_2m``, ``dpmpp_2m_sde``; :mod:`~.adaptive` — Gotta Go Fast; :mod:`~.registry` — by name;
 - :mod:`~ncsn_fast.sampling.denoiser` — :class:`Denoiser`, D(x, σ) = x + σ²·s(x, σ) for k-diffusion;
 - :mod:`~ncsn_fast.sampling.applications` — :func:`interpolate`, :func:`inpaint`;
+- :mod:`~ncsn_fast.sampling.inverse` — linear inverse problems by one mechanism: :func:`colorize`,
+  :func:`super_resolve` (and inpainting's engine);
+- :mod:`~ncsn_fast.sampling.sdedit` — :func:`sdedit` (SDEdit: perturb to σ_start, sample down), :func:`strength_sigma`;
 - :mod:`~ncsn_fast.sampling.generate` — :class:`SamplingPlan` and :func:`sample_batches` (the CLI, FID).
 """
 
@@ -17,11 +20,13 @@ from ncsn_fast.sampling.denoiser import Denoiser
 from ncsn_fast.sampling.dpm import dpmpp_2m, dpmpp_2m_sde
 from ncsn_fast.sampling.generate import SamplingPlan, sample_batches
 from ncsn_fast.sampling.initial import init_samples, prior_samples
+from ncsn_fast.sampling.inverse import colorize, super_resolve
 from ncsn_fast.sampling.langevin import annealed_langevin, tweedie_denoise
 from ncsn_fast.sampling.registry import SAMPLERS, get_sampler, minimum_nfe, recommended
 from ncsn_fast.sampling.runtime import BACKENDS, Score
 from ncsn_fast.sampling.samplers import ald, cas, euler, heun, pc
 from ncsn_fast.sampling.schedules import geometric_sigmas, karras_sigmas, thin_schedule, warn_if_too_coarse
+from ncsn_fast.sampling.sdedit import sdedit, strength_sigma
 
 __all__ = [
     "BACKENDS",
@@ -33,6 +38,7 @@ __all__ = [
     "ald",
     "annealed_langevin",
     "cas",
+    "colorize",
     "dpmpp_2m",
     "dpmpp_2m_sde",
     "euler",
@@ -49,6 +55,9 @@ __all__ = [
     "prior_samples",
     "recommended",
     "sample_batches",
+    "sdedit",
+    "strength_sigma",
+    "super_resolve",
     "thin_schedule",
     "tweedie_denoise",
     "warn_if_too_coarse",

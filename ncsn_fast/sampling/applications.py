@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from ncsn_fast.sampling import runtime
-from ncsn_fast.sampling.langevin import FusedUpdate, TorchUpdate, annealed_langevin, langevin_loop, level_labels
+from ncsn_fast.sampling.inverse import Mask, langevin_solve
+from ncsn_fast.sampling.langevin import annealed_langevin
 from ncsn_fast.sampling.runtime import Score
-from ncsn_fast.sampling.schedules import check_sigmas, warn_if_too_coarse
-from ncsn_fast.validation import check_int, check_positive
+from ncsn_fast.validation import check_int
 
 
 def interpolation_weights(n_interpolations: int) -> torch.Tensor:
@@ -91,40 +91,10 @@ def inpaint(
     ``x0`` (N, C, H, W) and ``data`` ((C, H, W) or (N, C, H, W), broadcast) are in the model's data space (apply
     the config's ``data_transform`` to [0, 1] images first); ``mask`` broadcasts against them. The known pixels'
     noise comes from ``generator``; the Langevin update is the official one (``backend="torch"``) or the fused op
-    keyed by ``seed`` (any other backend).
+    keyed by ``seed`` (any other backend). The linear inverse problem of :class:`~ncsn_fast.sampling.inverse.Mask`
+    through :func:`~ncsn_fast.sampling.inverse.langevin_solve` (the mechanism of colorization and super-resolution).
     """
-    runtime.check_x0(x0, score)
-    sigmas = check_sigmas(sigmas)
-    check_int("n_steps_each", n_steps_each, 1)
-    check_positive("step_lr", step_lr)
-    runtime.check_backend("backend", backend)
-    data = data.to(x0.device, x0.dtype)
-    mask = mask.to(x0.device, x0.dtype)
-    try:
-        _, data, mask = torch.broadcast_tensors(x0, data, mask)
-    except RuntimeError:
-        raise ValueError(
-            f"mask: shape {tuple(mask.shape)} and data shape {tuple(data.shape)} must broadcast to the samples' "
-            f"shape {tuple(x0.shape)}"
-        ) from None
-    warn_if_too_coarse(sigmas, step_lr, n_steps_each)
-
-    def pre_step(x: torch.Tensor, level: int, sigma: float) -> torch.Tensor:
-        corrupted = data + sigma * runtime.randn_like(x, generator)
-        return mask * corrupted + (1 - mask) * x
-
-    if backend == "torch":
-        update: TorchUpdate | FusedUpdate = TorchUpdate(lambda x: runtime.randn_like(x, generator))
-        x = x0.clone()
-    else:
-        seed = runtime.draw_seed(generator) if seed is None else seed
-        update = FusedUpdate(seed, backend, x0.shape[0], x0.device)
-        x = x0.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        data, mask = data.float(), mask.float()  # pre_step's output is a fresh contiguous float32 state
-
-    net = runtime.network(score, x0.device, precision, backend)
-    out = langevin_loop(
-        net, x, sigmas, level_labels(sigmas, labels), n_steps_each, step_lr, denoise, update, pre_step,
-        True, callback, progress,
+    return langevin_solve(
+        score, Mask(data, mask), x0, sigmas, n_steps_each, step_lr, denoise, generator, labels, restore_known,
+        progress, precision, backend, seed, callback,
     )  # fmt: skip
-    return mask * data + (1 - mask) * out if restore_known else out

@@ -2,7 +2,7 @@
 the value, found before the network runs once (a call counter on the model's forward, not a clock), and nothing
 left behind.
 
-75 distinct bad inputs: sample 44, train 11, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
+91 distinct bad inputs: sample 60, train 11, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
 bench 3 (the parametrize list below; argparse's own errors are one line too).
 """
 
@@ -28,6 +28,7 @@ def workspace(tmp_path, monkeypatch, reference_dir):
     save_image(torch.ones(1, 12, 12), "mask12.png")
     save_image(torch.ones(1, 16, 16), "mask.png")
     (tmp_path / "notes.txt").write_text("not an image, not a checkpoint")
+    torch.save(torch.full((1, 16, 16), 2.0), tmp_path / "bright.pt")  # pixel values outside [0, 1]
     (tmp_path / "random_bytes.pth").write_bytes(os.urandom(2048))
     (tmp_path / "taken").write_text("an existing file")
     (tmp_path / "emptydir").mkdir()
@@ -89,6 +90,23 @@ CASES = [
     (["sample", "--inpaint", "notes.txt", "--mask", "mask.png"], ["--inpaint", "notes.txt"]),
     (["sample", "--inpaint", "img.png", "--mask", "mask12.png"], ["--mask", "(12, 12)"]),
     (["sample", "--inpaint", "img.png", "--mask", "mask.png", "--interpolate", "3"], ["--inpaint", "--interpolate"]),
+    # sample: editing (SDEdit, colorization, super-resolution)
+    (["sample", "--strength", "0.5"], ["--strength", "--init-image"]),
+    (["sample", "--init-image", "img.png", "--strength", "0"], ["--strength", "0"]),
+    (["sample", "--init-image", "img.png", "--strength", "1.5"], ["--strength", "1.5"]),
+    (["sample", "--init-image", "missing.png"], ["--init-image", "missing.png"]),
+    (["sample", "--init-image", "notes.txt"], ["--init-image", "notes.txt"]),
+    (["sample", "--init-image", "bright.pt"], ["--init-image", "[0, 1]"]),
+    (["sample", "--init-image", "img.png", "--interpolate", "2"], ["--interpolate", "--init-image"]),
+    (["sample", "--init-image", "img.png", "--every", "2"], ["--every", "--init-image"]),
+    (["sample", "--super-resolve", "img.png", "--factor", "2", "--data-init"], ["--data-init", "--super-resolve"]),
+    (["sample", "--colorize", "img.png"], ["--colorize", "RGB"]),
+    (["sample", "--colorize", "img.png", "--inpaint", "img.png", "--mask", "mask.png"], ["--inpaint", "--colorize"]),
+    (["sample", "--super-resolve", "img.png"], ["--super-resolve", "--factor"]),
+    (["sample", "--factor", "2"], ["--super-resolve", "--factor"]),
+    (["sample", "--super-resolve", "img.png", "--factor", "0"], ["--factor", "0"]),
+    (["sample", "--super-resolve", "img.png", "--factor", "3"], ["--factor", "3", "16"]),
+    (["sample", "--super-resolve", "img.png", "--factor", "2"], ["--super-resolve", "(16, 16)", "(8, 8)"]),
     (["sample", "--config", "cifar100"], ["--config", "cifar100"]),
     (["sample", "--config", "bad.yml", "--ckpt", "missing.pth"], ["sampling.n_step_each", "5"]),
     (["sample", "--config", "cifar10"], ["--ckpt", "required"]),
