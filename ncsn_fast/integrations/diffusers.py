@@ -289,6 +289,8 @@ class NCSNv2Pipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         backend: str = "torch",
+        image: Any = None,
+        strength: float = 0.8,
     ) -> ImagePipelineOutput | tuple[Any]:
         """``batch_size`` images from annealed Langevin dynamics on ``num_inference_steps`` noise levels (default:
         all of the model's). ``generator``: one CPU (or sample-device) ``torch.Generator`` for the initial state
@@ -298,8 +300,15 @@ class NCSNv2Pipeline(DiffusionPipeline):
         (the update and its noise are always the scheduler's). The unet may be in any dtype (``pipe.to(torch.
         bfloat16)``, ``from_pretrained(folder, torch_dtype=torch.float16)``): the chain stays float32 and only the
         network runs in the unet's dtype, as ncsn-fast's own runtime does; in float32 the images are bitwise the
-        command line's."""
-        from ncsn_fast.data import inverse_data_transform
+        command line's.
+
+        ``image`` (SDEdit, Meng et al. 2022, as diffusers' img2img pipelines): a PIL image, a list of them, or a
+        float tensor (C, H, W) / (N, C, H, W) in [0, 1] of the model's size and channels; it replaces the random
+        start: x = data_transform(image) + σ·z at the level where the last ⌊strength·num_inference_steps⌋ levels
+        begin (diffusers' convention: ``strength`` 1 runs every level, small values keep more of the image), z the
+        generator's first draw. One image serves a whole ``batch_size``; N images set the batch. ValueError naming
+        ``image`` (size, channels, range, type) or ``strength`` (outside (0, 1], or no level left to run)."""
+        from ncsn_fast.data import data_transform, inverse_data_transform
         from ncsn_fast.ops._backend import use_backend
         from ncsn_fast.sampling.generate import check_data_range
         from ncsn_fast.sampling.initial import init_samples
@@ -316,12 +325,21 @@ class NCSNv2Pipeline(DiffusionPipeline):
         device = self._execution_device
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-        x = init_samples(batch_size, shape, generator, device, config=cfg)  # uniform [0, 1] → data space (official)
+        timesteps = self.scheduler.timesteps
+        if image is None:
+            x = init_samples(batch_size, shape, generator, device, config=cfg)  # uniform [0, 1] → data space
+        else:
+            start = _edit_start(self.scheduler.num_inference_steps, strength)
+            x = data_transform(cfg, _image_batch(image, shape, batch_size).to(device), dequantize=False)
+            label = self.scheduler.labels[start]
+            z = randn_tensor(x.shape, generator=generator, device=device, dtype=x.dtype)
+            x = x + float(self.scheduler.all_sigmas[label]) * z  # SDEdit's perturbation to the start level
+            timesteps = timesteps[start * self.scheduler.config.n_steps_each :]
         if device.type == "cpu":  # as `ncsn-fast sample`: 1.5-1.8× faster convolutions, and its exact float results
             self.unet.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         with use_backend("reference" if backend == "torch" else backend):
-            for t in self.progress_bar(self.scheduler.timesteps):
+            for t in self.progress_bar(timesteps):
                 x = self.scheduler.step(self.unet(x, t).sample, t, x, generator=generator).prev_sample
             if self.scheduler.config.denoise:
                 last = self.scheduler.labels[-1]
@@ -336,6 +354,54 @@ class NCSNv2Pipeline(DiffusionPipeline):
                 image = self.numpy_to_pil(image)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=image) if return_dict else (image,)
+
+
+def _edit_start(levels: int, strength: float) -> int:
+    """The index of the first level an edit runs: diffusers' img2img rule, the last ⌊strength·levels⌋ levels."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+        raise ValueError(f"strength: must be in (0, 1], got {strength!r}")
+    run = min(int(levels * strength), levels)
+    if run < 1:
+        raise ValueError(
+            f"strength: {strength} of {levels} noise levels runs none; raise strength to ≥ {1 / levels:.3g} or "
+            "num_inference_steps"
+        )
+    return levels - run
+
+
+def _image_batch(image: Any, shape: tuple[int, int, int], batch_size: int) -> torch.Tensor:
+    """PIL image(s) or a [0, 1] float tensor → (N, C, H, W) float32 of the model's ``shape``; ValueError naming
+    ``image``."""
+    import numpy as np
+
+    if isinstance(image, (list, tuple)) or hasattr(image, "getpixel"):  # PIL image(s)
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        try:
+            arrays = [np.asarray(im.convert("L" if shape[0] == 1 else "RGB"), dtype=np.float32) / 255 for im in images]
+        except AttributeError:
+            raise ValueError(
+                f"image: a list of PIL images expected, got {[type(im).__name__ for im in images]}"
+            ) from None
+        if len({a.shape for a in arrays}) != 1:
+            raise ValueError(f"image: the images differ in size: {sorted({a.shape for a in arrays})}")
+        x = torch.from_numpy(np.stack(arrays))
+        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    elif isinstance(image, torch.Tensor):
+        if not image.is_floating_point():
+            raise ValueError(f"image: a float tensor in [0, 1] expected, got dtype {image.dtype} (use x.float() / 255)")
+        x = image.unsqueeze(0) if image.dim() == 3 else image
+    else:
+        raise ValueError(f"image: a PIL image, a list of them or a float tensor, got {type(image).__name__}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"image: the model takes {tuple(shape)} (C, H, W) images, got shape {tuple(x.shape)}")
+    lo, hi = float(x.min()), float(x.max())
+    if not (torch.isfinite(x).all() and lo >= 0 and hi <= 1):
+        raise ValueError(f"image: values in [0, 1] expected, got [{lo:.3g}, {hi:.3g}]")
+    if x.shape[0] == 1 and batch_size > 1:
+        x = x.expand(batch_size, -1, -1, -1)
+    elif x.shape[0] != batch_size and batch_size != 1:
+        raise ValueError(f"image: {x.shape[0]} images for batch_size {batch_size}; pass one image or batch_size 1")
+    return x.float().contiguous()
 
 
 __all__ = [

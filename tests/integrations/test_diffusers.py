@@ -274,3 +274,90 @@ def test_the_score_model_takes_any_float_sample_and_answers_in_its_dtype(pipe):
         assert torch.equal(unet(x.bfloat16(), 3).sample, out.bfloat16())  # the same network call, cast back
     with pytest.raises(TypeError, match=r"^sample: .*got a numpy\.ndarray"):
         unet(x.numpy(), 3)
+
+
+# ------------------------------------------------------------------------------------------ SDEdit: image=, strength=
+def _edit_inputs(pipe, seed):
+    cfg = pipe.unet.ncsn
+    g = torch.Generator().manual_seed(seed)
+    return cfg, torch.rand(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size, generator=g)
+
+
+def test_an_edit_continues_ncsn_fasts_own_chain_from_the_perturbed_image(pipe):
+    """image=/strength= against the library's ALD from the same start: x = data(image) + σ_k·z (z the generator's
+    first draw), then annealed_langevin from level k (start_level) with the scheduler's labels and ε."""
+    from ncsn_fast.data import data_transform, inverse_data_transform
+    from ncsn_fast.sampling import annealed_langevin
+
+    seed = int(torch.randint(0, 2**31, (1,)))
+    cfg, image = _edit_inputs(pipe, seed)
+    strength = 0.5
+    got = quiet(pipe, generator=cli_generator(seed), num_inference_steps=LEVELS, output_type="pt", image=image,
+                strength=strength).images  # fmt: skip
+    sched = pipe.scheduler
+    start = LEVELS - int(LEVELS * strength)  # diffusers' img2img rule: the last ⌊strength·steps⌋ levels run
+    g = cli_generator(seed)
+    x = data_transform(cfg, image, dequantize=False)
+    x = x + float(sched.all_sigmas[sched.labels[start]]) * torch.randn(x.shape, generator=g)
+    sigmas = sched.all_sigmas[sched.labels]
+    model = pipe.unet.network.to(memory_format=torch.channels_last)
+    out = quiet(annealed_langevin, model, x.contiguous(memory_format=torch.channels_last), sigmas,
+                sched.config.n_steps_each, sched.step_lr, denoise=sched.config.denoise, generator=g, backend="torch",
+                labels=sched.labels, start_level=start)  # fmt: skip
+    want = inverse_data_transform(cfg, out.float())
+    assert got.shape == image.shape and rel_err(got, want) <= 1e-6, rel_err(got, want)
+
+
+def test_a_light_edit_keeps_the_image_and_a_strong_one_forgets_it(pipe):
+    seed = int(torch.randint(0, 2**31, (1,)))
+    _, image = _edit_inputs(pipe, seed)
+    image = (image > 0.5).float()  # a binary pattern: far from any digit
+    light = quiet(
+        pipe,
+        generator=cli_generator(seed),
+        num_inference_steps=LEVELS,
+        output_type="pt",
+        image=image,
+        strength=1 / LEVELS,
+    ).images  # fmt: skip  only the last level (σ_L) runs
+    strong = quiet(pipe, generator=cli_generator(seed), num_inference_steps=LEVELS, output_type="pt", image=image,
+                   strength=1.0).images  # fmt: skip
+    assert float((light - image).abs().mean()) < 0.05
+    assert float((strong - image).abs().mean()) > 0.3
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"strength": 0.0}, "strength: must be in (0, 1], got 0.0"),
+        ({"strength": 1.5}, "strength: must be in (0, 1], got 1.5"),
+        ({"strength": 0.01}, "strength: 0.01 of 7 noise levels runs none"),
+        (
+            {"image": torch.rand(1, 3, 16, 16)},
+            "image: the model takes (1, 16, 16) (C, H, W) images, got shape (1, 3, 16, 16)",
+        ),
+        ({"image": torch.rand(1, 1, 16, 16) * 2}, "image: values in [0, 1] expected"),
+        (
+            {"image": torch.randint(0, 255, (1, 1, 16, 16))},
+            "image: a float tensor in [0, 1] expected, got dtype torch.int64",
+        ),
+        ({"image": np.zeros((16, 16))}, "image: a PIL image, a list of them or a float tensor, got ndarray"),
+    ],
+)
+def test_a_bad_edit_is_one_line_naming_the_argument(pipe, kwargs, message):
+    kwargs = {"image": torch.rand(1, 1, 16, 16), "strength": 0.5} | kwargs
+    with pytest.raises(ValueError) as err:
+        pipe(generator=cli_generator(0), num_inference_steps=LEVELS, output_type="pt", **kwargs)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+
+
+def test_an_edit_takes_pil_images(pipe):
+    from PIL import Image
+
+    _, image = _edit_inputs(pipe, 5)
+    pil = [Image.fromarray((im[0].numpy() * 255).round().astype(np.uint8)) for im in image]
+    out = quiet(pipe, generator=cli_generator(5), num_inference_steps=LEVELS, output_type="pt", image=pil,
+                strength=0.3).images  # fmt: skip
+    ref = quiet(pipe, generator=cli_generator(5), num_inference_steps=LEVELS, output_type="pt",
+                image=(image * 255).round() / 255, strength=0.3).images  # fmt: skip
+    assert out.shape == (2, 1, 16, 16) and rel_err(out, ref) <= 1e-6
