@@ -1,0 +1,107 @@
+"""The probability-flow ODE likelihood against closed forms: a Gaussian, 2-D and 64-D Gaussian mixtures.
+
+For data N(μ, s²I) the σ-smoothed density is N(μ, (s² + σ²)I); for a mixture Σ w_k N(μ_k, s²I) it is the mixture
+with variance s² + σ². With the exact score and the exact p_σmax as prior the ODE's log p_σmin(x) equals the
+closed form up to the solver (acceptance: 1e-3 nats per dimension at rtol 1e-5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ncsn_fast.evaluation.likelihood import likelihood
+from tests.gmm import GaussianMixture
+
+SIGMA_MIN, SIGMA_MAX = 0.01, 10.0
+
+
+def gaussian_logpdf(x: torch.Tensor, mu: torch.Tensor, var: float) -> torch.Tensor:
+    d = x[0].numel()
+    return -0.5 * (x - mu).flatten(1).square().sum(1) / var - 0.5 * d * math.log(2 * math.pi * var)
+
+
+def mixture_logpdf(gmm: GaussianMixture, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    var = gmm.std**2 + sigma**2
+    comp = torch.stack([gaussian_logpdf(x, m, var) for m in gmm.means], 1)  # (N, K)
+    return torch.logsumexp(torch.log(gmm.weights)[None] + comp, dim=1)
+
+
+def mixture_score(gmm: GaussianMixture):
+    return lambda x, sigma: gmm.score_at(x, sigma)
+
+
+def test_gaussian_exact_prior_matches_closed_form():
+    d, s = 8, 0.7
+    g = torch.Generator().manual_seed(1)
+    mu = torch.randn(d, generator=g, dtype=torch.float64)
+    x = mu + s * torch.randn(5, d, generator=g, dtype=torch.float64)
+
+    def score(y, sigma):
+        return -(y - mu) / (s**2 + sigma[:, None] ** 2)
+
+    prior = lambda z: gaussian_logpdf(z, mu, s**2 + SIGMA_MAX**2)  # noqa: E731
+    res = likelihood(score, x, SIGMA_MIN, SIGMA_MAX, rtol=1e-5, atol=1e-5, prior=prior)
+    want = gaussian_logpdf(x, mu, s**2 + SIGMA_MIN**2)
+    assert res.log_prob.shape == (5,) and res.bpd.shape == (5,) and res.stderr.shape == (5,)
+    assert (res.log_prob - want).abs().max() / d < 1e-3
+    assert torch.equal(res.stderr, torch.zeros(5, dtype=torch.float64)) and res.nfe > 0
+    assert torch.allclose(res.bpd, -res.log_prob / (d * math.log(2)))
+    # the default prior N(0, σ_max² I) ignores μ and s: off by about ‖x‖²/(2σ_max²)-sized terms, not wildly
+    default = likelihood(score, x, SIGMA_MIN, SIGMA_MAX, rtol=1e-5, atol=1e-5)
+    assert (default.log_prob - want).abs().max() / d < 0.1
+
+
+@pytest.mark.parametrize("dim", [2, 64])
+def test_gaussian_mixture_matches_smoothed_density(dim):
+    gmm = GaussianMixture(dim=dim, std=0.5, spread=4.0, seed=3)
+    x = gmm.sample(6, torch.Generator().manual_seed(4))
+    res = likelihood(mixture_score(gmm), x, SIGMA_MIN, SIGMA_MAX, rtol=1e-5, atol=1e-5,
+                     prior=lambda z: mixture_logpdf(gmm, z, SIGMA_MAX))  # fmt: skip
+    want = mixture_logpdf(gmm, x, SIGMA_MIN)
+    assert (res.log_prob - want).abs().max() / dim < 1e-3
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_hutchinson_within_three_standard_errors(probe):
+    # 32 probes: the standard error from their spread is itself good to ~13%, so |t| > 3 has odds ~0.5% per input
+    gmm = GaussianMixture(dim=16, std=0.5, spread=4.0, seed=5)
+    x = gmm.sample(4, torch.Generator().manual_seed(6))
+    kw = dict(rtol=1e-5, atol=1e-5, prior=lambda z: mixture_logpdf(gmm, z, SIGMA_MAX))
+    exact = likelihood(mixture_score(gmm), x, SIGMA_MIN, SIGMA_MAX, **kw)
+    hutch = likelihood(
+        mixture_score(gmm), x, SIGMA_MIN, SIGMA_MAX, "hutchinson", n_probes=32, probe=probe, seed=7, **kw
+    )
+    assert (hutch.stderr > 0).all()
+    assert ((hutch.log_prob - exact.log_prob).abs() <= 3 * hutch.stderr).all()
+    again = likelihood(
+        mixture_score(gmm), x, SIGMA_MIN, SIGMA_MAX, "hutchinson", n_probes=32, probe=probe, seed=7, **kw
+    )
+    assert torch.equal(again.log_prob, hutch.log_prob)  # probes from the seed
+
+
+def test_rk45_agrees_with_dopri5():
+    gmm = GaussianMixture(dim=2, std=0.5, spread=4.0, seed=3)
+    x = gmm.sample(4, torch.Generator().manual_seed(4))
+    a = likelihood(mixture_score(gmm), x, SIGMA_MIN, SIGMA_MAX)
+    b = likelihood(mixture_score(gmm), x, SIGMA_MIN, SIGMA_MAX, solver="rk45")
+    assert (a.log_prob - b.log_prob).abs().max() < 1e-3
+
+
+def test_bad_arguments_name_the_parameter():
+    score = lambda y, sigma: -y  # noqa: E731
+    x = torch.randn(2, 3, dtype=torch.float64)
+    for kwargs, name in [
+        (dict(sigma_min=1.0, sigma_max=0.5), "sigma_max"),
+        (dict(sigma_min=-1.0, sigma_max=1.0), "sigma_min"),
+        (dict(divergence="trace"), "divergence"),
+        (dict(divergence="hutchinson", n_probes=1), "n_probes"),
+        (dict(solver="euler"), "solver"),
+    ]:
+        args = dict(sigma_min=0.1, sigma_max=1.0) | kwargs
+        with pytest.raises(ValueError, match=f"^{name}:"):
+            likelihood(score, x, **args)
+    with pytest.raises(TypeError, match="^x:"):
+        likelihood(score, torch.zeros(2, 3, dtype=torch.int64), 0.1, 1.0)
