@@ -213,3 +213,17 @@ def test_agrees_with_k_diffusion_log_likelihood():
     theirs, info = peer.log_likelihood(denoiser, x, SIGMA_MIN, SIGMA_MAX, rtol=1e-5, atol=1e-5)
     assert ((ours.log_prob - theirs).abs() / theirs.abs()).max() < 1e-3
     assert abs(ours.nfe - info["fevals"]) <= 2  # the same solver on the same system
+
+
+@pytest.mark.parametrize("transform", ["rescaled", "logit_transform"])
+def test_transform_log_det_is_the_jacobian_of_the_data_transform(transform):
+    from ncsn_fast.config import load_config
+    from ncsn_fast.data import data_transform
+    from ncsn_fast.evaluation.likelihood import transform_log_det
+
+    cfg = load_config("digits")
+    setattr(cfg.data, transform, True)
+    u = torch.rand(2, 1, 4, 4, dtype=torch.float64) * 0.98 + 0.01
+    # the transform is elementwise: its Jacobian is diagonal, the derivative of the sum per element
+    grad = torch.autograd.functional.jacobian(lambda v: data_transform(cfg, v, dequantize=False).sum(), u)
+    assert torch.allclose(transform_log_det(cfg, u), grad.log().flatten(1).sum(1), rtol=1e-10)
