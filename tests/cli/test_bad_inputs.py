@@ -2,8 +2,8 @@
 the value, found before the network runs once (a call counter on the model's forward, not a clock), and nothing
 left behind.
 
-91 distinct bad inputs: sample 60, train 11, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
-bench 3 (the parametrize list below; argparse's own errors are one line too).
+94 distinct bad inputs: sample 60, train 11, configure 5, fid / fid-stats / fid-select / neighbors / test-loss 12,
+likelihood 3, bench 3 (the parametrize list below; argparse's own errors are one line too).
 """
 
 from __future__ import annotations
@@ -157,6 +157,9 @@ CASES = [
     (["neighbors", "--out", "grid.jpg"], ["--out", "grid.jpg"]),
     (["test-loss", "--ckpts", "nowhere"], ["--ckpts", "nowhere"]),
     (["fid", "--stats", "two.npz", "--weights", "missing.pth"], ["--weights", "missing.pth"]),
+    (["likelihood", "--n", "0"], ["--n", "0"]),
+    (["likelihood", "--probes", "1"], ["--probes", "1"]),
+    (["likelihood", "--out", "bpd.txt"], ["--out", "bpd.txt"]),
     # bench
     (["bench", "table6", "--datasets", "imagenet"], ["--datasets", "imagenet"]),
     (["bench", "table6", "--k", "0"], ["--k", "0"]),
