@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
     common.add_model_args(p)
     p.add_argument("--data", help="dataset folder (the config's dataset, its test split); the digits need none: "
                    "their fixed held-out 297 of 1797 (seed 0)")  # fmt: skip
-    p.add_argument("--n", type=int, help="use the first N held-out images (default: all)")
+    p.add_argument("--n", "--num-samples", dest="n", type=int,
+                   help="use the first N held-out images (default: all); --num-samples under torchrun")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=100, help="images per ODE solve")
     p.add_argument(
         "--divergence",
@@ -43,6 +44,13 @@ def run_likelihood(args: argparse.Namespace) -> int:
         common.positive_float("--" + flag, getattr(args, flag))
     out = common.check_output_file("--out", args.out, ".json")
     device = common.check_device("--device", args.device)
+    from ncsn_fast import distributed
+
+    with distributed.process_group() as ranks:
+        return _run(args, out, distributed.local_device(device, ranks), ranks)  # torchrun: batches over ranks
+
+
+def _run(args: argparse.Namespace, out, device, ranks) -> int:
     from ncsn_fast.evaluation.likelihood import dataset_likelihood, digits_split, gaussian_bpd
     from ncsn_fast.io import write_json
 
@@ -58,8 +66,11 @@ def run_likelihood(args: argparse.Namespace) -> int:
         what = f"{cfg.data.dataset} test split"
     res = dataset_likelihood(
         model, cfg, data, n=args.n, batch_size=args.batch_size, divergence=args.divergence, n_probes=args.probes,
-        rtol=args.rtol, atol=args.atol, seed=args.seed, device=device, progress=not args.quiet,
+        rtol=args.rtol, atol=args.atol, seed=args.seed, device=device, progress=not args.quiet and ranks.is_main,
+        ranks=ranks,
     )  # fmt: skip
+    if not ranks.is_main:  # every rank holds the figures; rank 0 reports and writes them
+        return 0
     n = len(res.bpd)
     print(f"{res.mean_bpd:.4f} bits/dim ± {res.sem_bpd:.4f} (SE over {n} images; {what})  NFE {res.nfe}, "
           f"{res.seconds:.1f} s")  # fmt: skip

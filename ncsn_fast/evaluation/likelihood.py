@@ -42,6 +42,7 @@ from ncsn_fast.validation import check_choice, check_input_for, check_int, check
 
 if TYPE_CHECKING:
     from ncsn_fast.config import Config
+    from ncsn_fast.distributed import Ranks
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -301,12 +302,15 @@ def dataset_likelihood(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> DatasetLikelihood:
     """Bits/dim of [0, 1] images (N, C, H, W) (a tensor or a dataset of them; its first ``n``) under ``model``, in
     batches of ``batch_size``, with a progress bar that shows the running bits/dim and NFE. Each image is quantised
     to 8 bits, dequantised with one uniform draw (from ``seed``), mapped by ``cfg``'s data transform (the
     config's own dequantisation flags are not applied: this one replaces them), and scored by :func:`likelihood`
     from ``sigma_min`` to ``sigma_max`` (default: the model's σ_L and σ_1) with the prior N(0, σ_max² I).
+    Under torchrun pass ``ranks`` (every rank calls this): batch b runs on rank b mod world, its dequantisation and
+    probes keyed by (``seed``, b), so 1 or N processes give the same per-image figures; every rank returns them all.
     Raises what :func:`likelihood` raises, and ValueError for an empty ``data``."""
     from tqdm import tqdm
 
@@ -318,11 +322,13 @@ def dataset_likelihood(
     lo = float(cfg.model.sigma_end if sigma_min is None else sigma_min)
     hi = float(cfg.model.sigma_begin if sigma_max is None else sigma_max)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    gen = make_generator(seed, "likelihood", "dequantize")
-    bpds, errs, lps, nfe, t0 = [], [], [], 0, time.perf_counter()
+    rank, world = (ranks.rank, ranks.world) if ranks is not None else (0, 1)
+    bpds, errs, lps, nfe, t0, res = [], [], [], 0, time.perf_counter(), None
     bar = tqdm(total=len(dataset), desc="likelihood", unit="img", disable=not progress, leave=False)
     for b, x in enumerate(loader):
-        u = quantize_dequantize(x.float(), gen).to(device)
+        if b % world != rank:
+            continue
+        u = quantize_dequantize(x.float(), make_generator(seed, "likelihood", "dequantize", b)).to(device)
         z = data_transform(cfg, u, dequantize=False)
         res = likelihood(model, z, lo, hi, divergence, rtol=rtol, atol=atol, seed=derive_seed(seed, "batch", b),
                          n_probes=n_probes)  # fmt: skip
@@ -334,8 +340,18 @@ def dataset_likelihood(
         bar.update(len(x))
         bar.set_postfix(bpd=f"{float(torch.cat(bpds).mean()):.4f}", nfe=nfe)
     bar.close()
-    protocol = {**res.info, "n": len(dataset), "batch_size": batch_size, "seed": seed, "convention": BPD_CONVENTION,
-                "prior": f"N(0, {hi}^2 I)", "transform": _transform_name(cfg)}  # fmt: skip
+    if world > 1:  # batch b sits at position b // world of rank b % world: interleave back into data order
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, (bpds, errs, lps, nfe, res.info if res is not None else None))
+        order = [(b % world, b // world) for b in range(len(loader))]
+        bpds, errs, lps = ([parts[r][k][i] for r, i in order] for k in range(3))
+        nfe, res_info = sum(p[3] for p in parts), parts[0][4]
+    else:
+        res_info = res.info
+    protocol = {**res_info, "n": len(dataset), "world_size": world, "batch_size": batch_size, "seed": seed}
+    protocol |= {"convention": BPD_CONVENTION, "prior": f"N(0, {hi}^2 I)", "transform": _transform_name(cfg)}
     return DatasetLikelihood(torch.cat(bpds), torch.cat(errs), torch.cat(lps), nfe, time.perf_counter() - t0, protocol)
 
 
