@@ -1,5 +1,5 @@
 """Wall time per sample of the samplers on the bundled digits model (64 samples, one batch), at the budgets the
-README's table recommends: ALD's full schedule (246 evaluations, 0.89 confident), the recommended dpmpp_2m_sde at
+docs/sampling.md recommends: ALD's full schedule (246 evaluations, 0.89 confident), the recommended dpmpp_2m_sde at
 25 (a tenth: 0.86 on 100 samples, 0.82 on 500), heun with churn 40 at 100 (0.93) and dpmpp_2m at 25 (deterministic,
 0.50) — `python scripts/sampler_table.py digits` has every sampler at 10–100."""
 

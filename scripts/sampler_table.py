@@ -1,4 +1,4 @@
-"""The README's sampler tables: every sampler at 10/15/25/50/100 evaluations on the 64-D Gaussian mixture (closed
+"""The Sampling page's tables: every sampler at 10/15/25/50/100 evaluations on the 64-D Gaussian mixture (closed
 form) and on the bundled digits model (judged by the tests' classifier), with a PNG grid per sampler at 25 NFE and
 the comparison chart.
 

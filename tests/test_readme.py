@@ -1,5 +1,6 @@
-"""Every `ncsn-fast sample` line of the README that runs on the bundled model gives digits, judged by the tests'
-classifier (issue: README examples that produced noise). The lines are read from README.md itself."""
+"""Every `ncsn-fast sample` line of the README and of the documentation site that runs on the bundled model gives
+digits, judged by the tests' classifier (issue: README examples that produced noise). The lines are read from
+README.md and docs/*.md themselves (issue 26: the command lines moved to docs/)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NEEDS_FILES = (
     "--ckpt",
     "--inpaint",
@@ -25,10 +27,11 @@ NEEDS_FILES = (
 
 def readme_sample_lines() -> list[str]:
     lines = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+    text = "\n".join(page.read_text() for page in PAGES)
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.splitlines():
             line = line.split("  #")[0].strip()
-            if line.startswith("ncsn-fast sample") and not any(k in line for k in NEEDS_FILES):
+            if line.startswith("ncsn-fast sample") and not any(k in line for k in NEEDS_FILES) and line not in lines:
                 lines.append(line)
     return lines
 

@@ -13,7 +13,7 @@ import torch
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ncsn_fast"
 MAX_LINES = 450
-# `python -m ncsn_fast.train` is kept as a thin alias of `python -m ncsn_fast.cli train` (README): its
+# `python -m ncsn_fast.train` is kept as a thin alias of `python -m ncsn_fast.cli train` (docs/training.md): its
 # `if __name__ == "__main__":` block is the one place outside ncsn_fast/cli that reaches the command line.
 ALIAS = {"ncsn_fast.train"}
 

@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
         "--sampler",
         help="; ".join(f"{name}: {_flags(name)}" for name in SAMPLER_OPTIONS)
         + " (default: ald on the config's full schedule; with --nfe alone: the sampler recommended for that budget, "
-        "README)",
+        "docs/sampling.md)",
     )
     s.add_argument("--nfe", type=int, help="score-evaluation budget (default: ald's full schedule; 100 for others)")
     for option, (flag, dest, kind, text) in OPTION_FLAGS.items():

@@ -24,7 +24,7 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 # The sampler used for `--nfe N` without `--sampler`: (largest budget it is chosen for, name, options), from the
-# README's measurements on the bundled digits model (100 samples a row, the tests' judge): dpmpp_2m_sde 0.84, 0.79,
+# measurements (docs) on the bundled digits model (100 samples a row, the tests' judge): dpmpp_2m_sde 0.84, 0.79,
 # 0.86, 0.84 confident at 10, 15, 25, 50 evaluations (the best of the eight up to 50); above, heun with churn 40
 # (0.93 at 100; dpmpp_2m_sde 0.83); ALD on the model's own schedule (246) 0.89. On the 64-D mixture dpmpp_2m_sde at
 # 25 is within 0.011 weight, 1.0% mean and 4.0% std, heun with churn 40 at 50 within 0.017, 1.0% and 4.8%.
@@ -65,7 +65,7 @@ def minimum_nfe(name: str, **options: Any) -> int:
 
 
 def recommended(nfe: int) -> tuple[str, dict[str, Any]]:
-    """(sampler name, options) recommended for an evaluation budget (the README's table)."""
+    """(sampler name, options) recommended for an evaluation budget (the table of docs/sampling.md)."""
     for limit, name, options in RECOMMENDED:
         if nfe <= limit:
             return name, dict(options)
