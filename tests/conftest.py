@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,13 @@ import torch
 # (at `import ncsn_fast`). On a GPU machine they compile for the GPU instead.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# A shell without job control starts background commands (`cmd &`, as a CI wrapper may) with SIGINT ignored, and
+# every child inherits that: the Ctrl-C tests (io.Staged, sample, train) would then see no interrupt at all. They
+# test the default disposition a user's terminal gives, so the test process restores it (children exec'd from a
+# process with a handler start with the default).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = ["ncsnv2_32", "ncsn_32", "ncsnv2deeper_64", "ncsnv2deepest_64"]
