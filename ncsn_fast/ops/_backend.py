@@ -77,9 +77,9 @@ def extension_error() -> str | None:
 
 
 def _assume_constant_result(fn):
-    """``torch.compiler.assume_constant_result`` without its import of torch._dynamo (2 s of every command's
-    startup, issue 23): that decorator only sets this attribute, which Dynamo reads when it meets the call
-    (tests/ops/test_backend.py checks the two agree). torch.compile then takes the answer as a constant."""
+    """``torch.compiler.assume_constant_result`` without its import of torch._dynamo (0.5–2.8 s of every command's
+    startup, by machine; issue 23): that decorator only sets this attribute, which Dynamo reads when it meets the
+    call (tests/test_structure.py checks the two agree). torch.compile then takes the answer as a constant."""
     fn._dynamo_marked_constant = True
     return fn
 
@@ -110,9 +110,7 @@ def triton_at_import() -> bool:
     """Whether the op modules define their Triton ops when imported: only where Triton can run now (a CUDA
     device, or ``TRITON_INTERPRET=1``). Defining a ``triton_op`` imports torch._inductor (2.6 s of every
     command's startup on a CPU, issue 23); elsewhere an op defines it on first use of ``backend="triton"``."""
-    if not triton_importable():
-        return False
-    return os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
+    return triton_usable("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @_assume_constant_result
