@@ -66,7 +66,9 @@ def dpmpp_3m_sde(
 
     with only φ_2·δ_0 at the second step and neither term at the first; z from the run's noise stream (Philox at
     the step's offset; ``torch.randn`` from ``generator`` for float64 states or ``backend="torch"``). The last step
-    (σ_N = 0) returns D_{N−1}. η = 1 is the reverse SDE, η = 0 the probability-flow ODE (then third order).
+    (σ_N = 0) returns D_{N−1}. η = 1 is the reverse SDE, η = 0 the probability-flow ODE. As written (k-diffusion,
+    diffusers' third-order multistep update), d_2 ≈ h²·D''/2 is weighted by φ_3 where the exact step's expansion
+    needs 2φ_3, so at η = 0 the global error falls as 1/N², not 1/N³ (measured in the tests); kept for parity.
 
     Shapes: ``x0`` (N, …) at noise level σ_max; returns the same shape. Raises ValueError for nfe < 2 (``nfe``) or
     η outside [0, 1] (``eta``); FloatingPointError if the chain diverges.
