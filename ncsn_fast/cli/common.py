@@ -187,7 +187,9 @@ def sampling_plan(args: argparse.Namespace, **extra: Any) -> Any:
     from ncsn_fast.sampling import SamplingPlan
 
     options = dict(getattr(args, "recommended_options", None) or {})
-    flags = ("churn", "eta", "snr", "rho", "rel_tol", "abs_tol")
+    from ncsn_fast.sampler_specs import PLAN_FIELDS, cli_options
+
+    flags = [name for name in cli_options() if name not in PLAN_FIELDS]
     options.update({k: getattr(args, k) for k in flags if getattr(args, k, None) is not None})
     plan = SamplingPlan(
         sampler=getattr(args, "sampler", None) or "ald",

@@ -10,21 +10,13 @@ from typing import Any
 
 from ncsn_fast.cli import common, edit
 from ncsn_fast.cli.common import CommandError
-from ncsn_fast.vocab import SAMPLER_OPTIONS
+from ncsn_fast.sampler_specs import SPECS, check_option, cli_options, flags_of, option_help, takers
 
 GRID_MAX = 100
-# Each sampler option (ncsn_fast.vocab.SAMPLER_OPTIONS: which sampler takes which) → (flag, dest, type, help); the
-# help text names the samplers that take it, and _check_args refuses it for the others.
-OPTION_FLAGS: dict[str, tuple[str, str, Any, str]] = {
-    "n_steps_each": ("--steps", "steps", int, "Langevin steps per noise level T (default: the config's; with --nfe 5)"),
-    "step_lr": ("--step-lr", "step_lr", float, "ε (default: the config's, or Technique 4 for another T)"),
-    "snr": ("--snr", "snr", float, "corrector signal-to-noise ratio (default 0.16)"),
-    "churn": ("--churn", "churn", float, "heun's stochastic churn S_churn (default 0)"),
-    "eta": ("--eta", "eta", float, "cas: step fraction η (default 1 − 0.95/γ); dpmpp_2m_sde: η (default 1)"),
-    "rho": ("--rho", "rho", float, "Karras schedule ρ (default 7)"),
-    "rel_tol": ("--rel-tol", "rel_tol", float, "relative tolerance (default 0.05)"),
-    "abs_tol": ("--abs-tol", "abs_tol", float, "absolute tolerance (default 0.0078)"),
-}
+# Every sampler option is a flag, made from its declaration (ncsn_fast.sampler_specs): its help names the samplers
+# that take it, and _check_contradictions refuses it for the others. dest: the plan's field name (--steps for T).
+OPTIONS = cli_options()
+DESTS = {name: ("steps" if name == "n_steps_each" else name) for name in OPTIONS}
 DENOISE_HELP = "the final denoising step (default: ald the config's sampling.denoise, cas and adaptive on)"
 # ald on its own schedule only: (flag, dest)
 ALD_SCHEDULE_FLAGS = (("--inpaint", "inpaint"), ("--interpolate", "interpolate"), ("--every", "every"),
@@ -32,13 +24,16 @@ ALD_SCHEDULE_FLAGS = (("--inpaint", "inpaint"), ("--interpolate", "interpolate")
 
 
 def _takers(option: str) -> str:
-    return ", ".join(name for name, options in SAMPLER_OPTIONS.items() if option in options)
+    return ", ".join(takers(option))
 
 
-def _flags(sampler: str) -> str:
-    """The flags of a sampler's options, e.g. heun: "--rho, --churn"."""
-    flags = [OPTION_FLAGS[o][0] if o in OPTION_FLAGS else "--denoise/--no-denoise" for o in SAMPLER_OPTIONS[sampler]]
-    return ", ".join(flags)
+def _flag(option: str, value: Any) -> str:
+    o = OPTIONS[option]
+    return o.cli_flag if o.type is not bool else (o.cli_flag if value else f"--no-{o.cli_flag[2:]}")
+
+
+def _metavar(o: Any) -> str | None:
+    return "{" + ",".join(o.choices) + "}" if o.choices else None
 
 
 def register(sub: Any) -> None:
@@ -51,16 +46,18 @@ def register(sub: Any) -> None:
     common.add_runtime_args(s)
     s.add_argument(
         "--sampler",
-        help="; ".join(f"{name}: {_flags(name)}" for name in SAMPLER_OPTIONS)
+        help="; ".join(f"{name}: {flags_of(name)}" for name in SPECS)
         + " (default: ald on the config's full schedule; with --nfe alone: the sampler recommended for that budget, "
         "docs/sampling.md)",
     )
     s.add_argument("--nfe", type=int, help="score-evaluation budget (default: ald's full schedule; 100 for others)")
-    for option, (flag, dest, kind, text) in OPTION_FLAGS.items():
-        s.add_argument(flag, dest=dest, type=kind, help=f"{_takers(option)}: {text}")
-    s.add_argument("--denoise", dest="denoise", action="store_true", default=None, help=f"{_takers('denoise')}: "
-                   f"{DENOISE_HELP}")  # fmt: skip
-    s.add_argument("--no-denoise", dest="denoise", action="store_false")
+    for name, o in OPTIONS.items():
+        if o.type is bool:
+            help_text = f"{_takers(name)}: {DENOISE_HELP}" if name == "denoise" else option_help(o)
+            s.add_argument(o.cli_flag, dest=DESTS[name], action="store_true", default=None, help=help_text)
+            s.add_argument(f"--no-{o.cli_flag[2:]}", dest=DESTS[name], action="store_false")
+        else:
+            s.add_argument(o.cli_flag, dest=DESTS[name], type=o.type, help=option_help(o), metavar=_metavar(o))
     s.add_argument("--out", default="samples", help="output folder for samples.png and samples.pt")
     s.add_argument("--interpolate", type=int, metavar="N", help="N interpolations between pairs (Appendix B.2)")
     s.add_argument("--inpaint", metavar="IMAGE", help="image (PNG, JPEG or .pt) whose known pixels are kept")
@@ -74,12 +71,12 @@ def register(sub: Any) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag in ("n", "steps", "every", "interpolate", "batch_size", "nfe"):
+    for flag in ("n", "every", "interpolate", "batch_size", "nfe"):
         common.positive_int("--" + flag.replace("_", "-"), getattr(args, flag))
-    for flag in ("step_lr", "snr", "rho", "rel_tol", "abs_tol"):
-        common.positive_float("--" + flag.replace("_", "-"), getattr(args, flag))
-    if args.churn is not None and not args.churn >= 0:
-        raise CommandError(f"--churn: must be ≥ 0, got {args.churn}")
+    for name, o in OPTIONS.items():
+        problem = check_option(o, getattr(args, DESTS[name]), o.cli_flag)
+        if problem:
+            raise CommandError(problem)
     if (args.inpaint is None) != (args.mask is None):
         raise CommandError("--inpaint and --mask go together: give both or neither")
     if args.inpaint is not None and args.interpolate is not None:
@@ -113,15 +110,16 @@ def _check_contradictions(args: argparse.Namespace, chosen: str, explicit: bool)
             )
         if args.nfe is not None:
             raise CommandError(f"{flag}: goes with ald on its own schedule, without --nfe: drop --nfe {args.nfe}")
-    if args.sampler not in SAMPLER_OPTIONS:
+    if args.sampler not in SPECS:
         return  # an unknown name: the plan's check names the choices
-    given = {o: getattr(args, f[1]) for o, f in OPTION_FLAGS.items()} | {"denoise": args.denoise}
-    for option, value in given.items():
-        if value is None or option in SAMPLER_OPTIONS[args.sampler]:
+    taken = SPECS[args.sampler].option_names
+    for option in OPTIONS:
+        value = getattr(args, DESTS[option])
+        if value is None or option in taken:
             continue
-        flag = OPTION_FLAGS[option][0] if option in OPTION_FLAGS else "--denoise" if value else "--no-denoise"
         raise CommandError(
-            f"{flag}: an option of {_takers(option)}, not of {chosen}, which takes {_flags(args.sampler)}"
+            f"{_flag(option, value)}: an option of {_takers(option)}, not of {chosen}, which takes "
+            f"{flags_of(args.sampler)}"
         )
 
 

@@ -8,19 +8,22 @@ dx/dλ = D(x, σ) − x, whose exact solution from λ_i to λ_{i+1} (h = λ_{i+1
 
 DPM-Solver++(2M) approximates D on the interval by the linear extrapolation of the last two denoised values
 (Algorithm 2). Its SDE variant solves the reverse SDE instead (Eq. (18) with η = 1), adding fresh noise each step.
+Both take ``schedule`` and the Langevin corrector options (see :mod:`~ncsn_fast.sampling.samplers`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ncsn_fast.sampling import runtime
+from ncsn_fast.sampling.correctors import LangevinCorrector
 from ncsn_fast.sampling.runtime import Score
 from ncsn_fast.sampling.samplers import denoised, min_nfe, prepare
-from ncsn_fast.sampling.schedules import karras_sigmas
+from ncsn_fast.sampling.schedules import solver_sigmas
 
 
 @torch.no_grad()
@@ -32,6 +35,10 @@ def dpmpp_2m(
     sigma_min: float,
     generator: torch.Generator | None = None,
     rho: float = 7.0,
+    schedule: str | Sequence[float] = "karras",
+    corrector_steps: int = 0,
+    corrector_levels: int = 1,
+    corrector_snr: float | None = None,
     progress: bool | Any = False,
     precision: str = "fp32",
     backend: str = "auto",
@@ -47,11 +54,14 @@ def dpmpp_2m(
     1/N². Shapes: ``x0`` (N, …) at noise level σ_max; ``generator``/``seed`` unused.
     """
     min_nfe("dpmpp_2m", nfe, 2)
-    net, _, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    sigmas = karras_sigmas(sigma_max, sigma_min, nfe, rho).tolist()
+    corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
+    net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
+    steps = corrector.solver_budget(nfe, "dpmpp_2m", 2)
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
+    corrector.bind(sigmas)
     old: torch.Tensor | None = None
     bar = runtime.progress_bar(nfe, "dpmpp_2m", progress)
-    for i in range(nfe):
+    for i in range(steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = denoised(net, x, s)
         if s_next == 0:
@@ -66,6 +76,7 @@ def dpmpp_2m(
         old = d
         runtime.check_finite(x, "dpmpp_2m", i, s)
         bar.update(1)
+        x = corrector.after_step(net, noise, x, s_next, bar)
     bar.close()
     return x
 
@@ -81,6 +92,10 @@ def dpmpp_2m_sde(
     rho: float = 7.0,
     eta: float = 1.0,
     s_noise: float = 1.0,
+    schedule: str | Sequence[float] = "karras",
+    corrector_steps: int = 0,
+    corrector_levels: int = 1,
+    corrector_snr: float | None = None,
     progress: bool | Any = False,
     precision: str = "fp32",
     backend: str = "auto",
@@ -101,12 +116,15 @@ def dpmpp_2m_sde(
     min_nfe("dpmpp_2m_sde", nfe, 2)
     if not 0 <= eta <= 1:
         raise ValueError(f"eta: must be in [0, 1], got {eta}")
+    corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    sigmas = karras_sigmas(sigma_max, sigma_min, nfe, rho).tolist()
+    steps = corrector.solver_budget(nfe, "dpmpp_2m_sde", 2)
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
+    corrector.bind(sigmas)
     old: torch.Tensor | None = None
     h_last = 0.0
     bar = runtime.progress_bar(nfe, "dpmpp_2m_sde", progress)
-    for i in range(nfe):
+    for i in range(steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = denoised(net, x, s)
         if s_next == 0:
@@ -123,5 +141,6 @@ def dpmpp_2m_sde(
         old = d
         runtime.check_finite(x, "dpmpp_2m_sde", i, s)
         bar.update(1)
+        x = corrector.after_step(net, noise, x, s_next, bar)
     bar.close()
     return x

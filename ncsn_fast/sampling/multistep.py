@@ -7,19 +7,26 @@ x_{i+1} = (σ_{i+1}/σ_i)·x_i + σ_{i+1} ∫ e^{λ} D dλ (DPM-Solver++ Eq. (9)
 they approximate D (or dx/dσ) on the step from the evaluations of earlier steps. Each runs N = nfe steps on the
 Karras schedule σ_0 = σ_max … σ_{N−1} = σ_min, σ_N = 0, and its last step returns the data prediction
 D(x_{N−1}, σ_min) itself (as k-diffusion's samplers do at σ = 0).
+
+Every σ-schedule solver here (and ``euler``, ``heun``, ``dpmpp_2m``, ``dpmpp_2m_sde``) also takes ``schedule``
+("karras", "geometric" or an explicit list of σ: :func:`~ncsn_fast.sampling.schedules.solver_sigmas`) and a Langevin
+corrector, ``corrector_steps`` steps at each of the last ``corrector_levels`` levels (:mod:`~.correctors`), whose
+evaluations come out of ``nfe``: the solver itself then takes nfe − corrector_steps·corrector_levels steps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ncsn_fast.sampling import runtime
+from ncsn_fast.sampling.correctors import LangevinCorrector
 from ncsn_fast.sampling.runtime import Score
 from ncsn_fast.sampling.samplers import denoised, min_nfe, prepare
-from ncsn_fast.sampling.schedules import karras_sigmas
+from ncsn_fast.sampling.schedules import solver_sigmas
 
 # Adams–Bashforth coefficients for orders 1–4, newest derivative first (iPNDM; Zhang & Chen 2023, Eq. (29)).
 AB_COEFFICIENTS = (
@@ -48,6 +55,10 @@ def dpmpp_3m_sde(
     rho: float = 7.0,
     eta: float = 1.0,
     s_noise: float = 1.0,
+    schedule: str | Sequence[float] = "karras",
+    corrector_steps: int = 0,
+    corrector_levels: int = 1,
+    corrector_snr: float | None = None,
     progress: bool | Any = False,
     precision: str = "fp32",
     backend: str = "auto",
@@ -76,13 +87,16 @@ def dpmpp_3m_sde(
     min_nfe("dpmpp_3m_sde", nfe, 2)
     if not 0 <= eta <= 1:
         raise ValueError(f"eta: must be in [0, 1], got {eta}")
+    corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    sigmas = karras_sigmas(sigma_max, sigma_min, nfe, rho).tolist()
+    steps = corrector.solver_budget(nfe, "dpmpp_3m_sde", 2)
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
+    corrector.bind(sigmas)
     d_1: torch.Tensor | None = None
     d_2: torch.Tensor | None = None
     h_1 = h_2 = 0.0
     bar = runtime.progress_bar(nfe, "dpmpp_3m_sde", progress)
-    for i in range(nfe):
+    for i in range(steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = denoised(net, x, s)
         if s_next == 0:
@@ -109,6 +123,7 @@ def dpmpp_3m_sde(
         d_1, d_2 = d, d_1
         runtime.check_finite(x, "dpmpp_3m_sde", i, s)
         bar.update(1)
+        x = corrector.after_step(net, noise, x, s_next, bar)
     bar.close()
     return x
 
@@ -123,6 +138,10 @@ def ipndm(
     generator: torch.Generator | None = None,
     rho: float = 7.0,
     order: int = 4,
+    schedule: str | Sequence[float] = "karras",
+    corrector_steps: int = 0,
+    corrector_levels: int = 1,
+    corrector_snr: float | None = None,
     progress: bool | Any = False,
     precision: str = "fp32",
     backend: str = "auto",
@@ -148,11 +167,14 @@ def ipndm(
     """
     min_nfe("ipndm", nfe, 2)
     order = _check_order(order, 4)
-    net, _, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    sigmas = karras_sigmas(sigma_max, sigma_min, nfe, rho).tolist()
+    corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
+    net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
+    steps = corrector.solver_budget(nfe, "ipndm", 2)
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
+    corrector.bind(sigmas)
     history: list[torch.Tensor] = []  # d_i, d_{i−1}, … newest first
     bar = runtime.progress_bar(nfe, "ipndm", progress)
-    for i in range(nfe):
+    for i in range(steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = denoised(net, x, s)
         if s_next == 0:
@@ -167,6 +189,7 @@ def ipndm(
             x = x + (s_next - s) * slope
         runtime.check_finite(x, "ipndm", i, s)
         bar.update(1)
+        x = corrector.after_step(net, noise, x, s_next, bar)
     bar.close()
     return x
 
@@ -228,6 +251,10 @@ def unipc(
     rho: float = 7.0,
     order: int = 3,
     variant: str = "bh2",
+    schedule: str | Sequence[float] = "karras",
+    corrector_steps: int = 0,
+    corrector_levels: int = 1,
+    corrector_snr: float | None = None,
     progress: bool | Any = False,
     precision: str = "fp32",
     backend: str = "auto",
@@ -260,14 +287,17 @@ def unipc(
     order = _check_order(order, 3)
     if variant not in UNIPC_VARIANTS:
         raise ValueError(f"variant: must be one of {', '.join(UNIPC_VARIANTS)}, got {variant!r}")
-    net, _, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    sigmas = karras_sigmas(sigma_max, sigma_min, nfe, rho).tolist()
+    corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
+    net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
+    steps = corrector.solver_budget(nfe, "unipc", 2)
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
+    corrector.bind(sigmas)
     outputs: list[torch.Tensor] = []  # m_i, m_{i−1}, … newest first
     lambdas: list[float] = []
     last: torch.Tensor | None = None  # x_{i−1}^c, the corrector's start
     last_order = 1
     bar = runtime.progress_bar(nfe, "unipc", progress)
-    for i in range(nfe):
+    for i in range(steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         m = denoised(net, x, s)
         if s_next == 0:
@@ -281,7 +311,7 @@ def unipc(
             outputs.insert(0, m)
             lambdas.insert(0, -math.log(s))
             del outputs[order:], lambdas[order:]
-            p = min(order, i + 1, nfe - i)
+            p = min(order, i + 1, steps - i)
             h = math.log(s / s_next)
             rks = [(lambdas[k] - lambdas[0]) / h for k in range(1, p)]
             b_h, rhos = _unipc_rhos(h, rks, variant, corrector=False)
@@ -289,5 +319,7 @@ def unipc(
             x = _unipc_update(x, s, s_next, outputs[:p], lambdas[:p], rhos, b_h)
         runtime.check_finite(x, "unipc", i, s)
         bar.update(1)
+        if s_next in corrector.levels_at:  # Langevin moved x: UniC would undo it from x_i^c, so it starts afresh
+            x, last = corrector.after_step(net, noise, x.contiguous(), s_next, bar), None
     bar.close()
     return x

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ncsn_fast.sampling.adaptive import adaptive
-from ncsn_fast.sampling.dpm import dpmpp_2m, dpmpp_2m_sde
-from ncsn_fast.sampling.samplers import ald, cas, euler, heun, pc
+from ncsn_fast.sampler_specs import SPECS, spec
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
-    "ald": ald,
-    "cas": cas,
-    "pc": pc,
-    "heun": heun,
-    "euler": euler,
-    "dpmpp_2m": dpmpp_2m,
-    "dpmpp_2m_sde": dpmpp_2m_sde,
-    "adaptive": adaptive,
-}
+
+def _load(path: str) -> Callable[..., torch.Tensor]:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {name: _load(s.function) for name, s in SPECS.items()}
+"""Every sampler by name, from its declaration (:data:`ncsn_fast.sampler_specs.SPECS`)."""
 
 # The sampler used for `--nfe N` without `--sampler`: (largest budget it is chosen for, name, options), from the
 # measurements (docs) on the bundled digits model (100 samples a row, the tests' judge): dpmpp_2m_sde 0.84, 0.79,
@@ -36,8 +33,7 @@ RECOMMENDED: list[tuple[int, str, dict[str, Any]]] = [
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
     """The sampler registered as ``name``; ValueError naming the choices."""
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler: unknown sampler {name!r}; choose one of {', '.join(sorted(SAMPLERS))}")
+    spec(name)
     return SAMPLERS[name]
 
 
@@ -50,18 +46,15 @@ SHARED_PARAMETERS = (
 
 def sampler_parameters(name: str) -> tuple[str, ...]:
     """The options of sampler ``name`` beyond :data:`SHARED_PARAMETERS`, from its signature (e.g. heun: rho,
-    churn, s_tmin, s_tmax, s_noise); :data:`ncsn_fast.vocab.SAMPLER_OPTIONS` names those a plan sets."""
+    churn, s_tmin, s_tmax, s_noise, …); :data:`ncsn_fast.sampler_specs.SPECS` declares them (a test holds the two
+    equal)."""
     return tuple(p for p in inspect.signature(get_sampler(name)).parameters if p not in SHARED_PARAMETERS)
 
 
 def minimum_nfe(name: str, **options: Any) -> int:
-    """The smallest evaluation budget sampler ``name`` accepts with these options (checked before any work)."""
-    get_sampler(name)
-    if name == "ald":
-        return 2 * options.get("n_steps_each", 5) + int(options.get("denoise", True))
-    if name == "pc":
-        return 2 * (1 + options.get("n_corrector", 1))
-    return {"cas": 2, "heun": 3, "euler": 1, "dpmpp_2m": 2, "dpmpp_2m_sde": 2, "adaptive": 4}.get(name, 1)
+    """The smallest evaluation budget sampler ``name`` accepts with these options (its declared budget rule,
+    corrector steps included; checked before any work)."""
+    return spec(name).min_nfe(options)
 
 
 def recommended(nfe: int) -> tuple[str, dict[str, Any]]:

@@ -9,19 +9,26 @@ sampler takes the runtime options ``precision``, ``backend``, ``cuda_graphs``, `
 (:mod:`ncsn_fast.sampling.runtime`); every stochastic step draws its noise through one
 :class:`~ncsn_fast.sampling.runtime.NoiseStream` (the fused op's Philox stream, keyed by ``seed`` — drawn from
 ``generator`` when not given — or, with ``backend="torch"``, ``torch.randn``).
+
+The σ-schedule solvers (``euler``, ``heun`` here; :mod:`~.dpm`, :mod:`~.multistep`) also takes ``schedule``
+("karras", "geometric" or an explicit list of σ: :func:`~ncsn_fast.sampling.schedules.solver_sigmas`) and a Langevin
+corrector, ``corrector_steps`` steps at each of the last ``corrector_levels`` levels (:mod:`~.correctors`), whose
+evaluations come out of ``nfe``: the solver itself then takes nfe − corrector_steps·corrector_levels steps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ncsn_fast.sampling import runtime
+from ncsn_fast.sampling.correctors import LangevinCorrector
 from ncsn_fast.sampling.langevin import annealed_langevin
 from ncsn_fast.sampling.runtime import NoiseStream, Score
-from ncsn_fast.sampling.schedules import geometric_sigmas, karras_sigmas
+from ncsn_fast.sampling.schedules import geometric_sigmas, solver_sigmas
 from ncsn_fast.techniques import geometric_ratio, langevin_step_lr
 from ncsn_fast.validation import check_positive
 
@@ -225,6 +232,10 @@ def heun(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
+    schedule: str | Sequence[float] = "karras",
+    corrector_steps: int = 0,
+    corrector_levels: int = 1,
+    corrector_snr: float | None = None,
     progress: bool | Any = False,
     precision: str = "fp32",
     backend: str = "auto",
@@ -241,10 +252,12 @@ def heun(
     min_nfe("heun", nfe, 3)
     if churn < 0:
         raise ValueError(f"churn: must be ≥ 0, got {churn}")
+    corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    N = (nfe + 1) // 2
-    sigmas = karras_sigmas(sigma_max, sigma_min, N, rho).tolist()
-    bar = runtime.progress_bar(2 * N - 1, "heun", progress)
+    N = (corrector.solver_budget(nfe, "heun", 3) + 1) // 2
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, N, rho)
+    corrector.bind(sigmas)
+    bar = runtime.progress_bar(2 * N - 1 + corrector.evaluations, "heun", progress)
     for i in range(N):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
         g = min(churn / N, math.sqrt(2) - 1) if (churn > 0 and s_tmin <= s_cur <= s_tmax) else 0.0
@@ -259,6 +272,7 @@ def heun(
         x = x_next.contiguous()
         runtime.check_finite(x, "heun", i, s_cur)
         bar.update(2 if s_next > 0 else 1)
+        x = corrector.after_step(net, noise, x, s_next, bar)
     bar.close()
     return x
 
@@ -272,6 +286,10 @@ def euler(
     sigma_min: float,
     generator: torch.Generator | None = None,
     rho: float = 7.0,
+    schedule: str | Sequence[float] = "karras",
+    corrector_steps: int = 0,
+    corrector_levels: int = 1,
+    corrector_snr: float | None = None,
     progress: bool | Any = False,
     precision: str = "fp32",
     backend: str = "auto",
@@ -282,13 +300,17 @@ def euler(
     k-diffusion's ``sample_euler``): N = nfe steps on the Karras schedule (ρ = ``rho``) from σ_max to σ_min and
     then 0. First order: the global error falls as 1/N. Deterministic (``generator``/``seed`` unused)."""
     min_nfe("euler", nfe, 1)
+    corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    sigmas = karras_sigmas(sigma_max, sigma_min, nfe, rho).tolist() if nfe > 1 else [sigma_max, 0.0]
+    steps = corrector.solver_budget(nfe, "euler", 1)
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
+    corrector.bind(sigmas)
     bar = runtime.progress_bar(nfe, "euler", progress)
     for i in range(len(sigmas) - 1):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
         x = x + (s_next - s_cur) * (-s_cur) * net(x, sigma_tensor(x, s_cur)).to(x.dtype)
         runtime.check_finite(x, "euler", i, s_cur)
         bar.update(1)
+        x = corrector.after_step(net, noise, x, s_next, bar)
     bar.close()
     return x

@@ -37,6 +37,33 @@ def karras_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) 
     return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
 
 
+SCHEDULES = ("karras", "geometric")
+"""Named schedules of the σ-schedule solvers; ``"tuned"`` (a model's stored schedule) is resolved by the sampling
+plan (:mod:`ncsn_fast.sampling.tuning`) into an explicit list before a solver sees it."""
+
+
+def solver_sigmas(
+    schedule: str | Sequence[float] | torch.Tensor, sigma_max: float, sigma_min: float, n: int, rho: float = 7.0
+) -> list[float]:
+    """The n levels σ_0 = σ_max > … > σ_{n−1} = σ_min of a solver taking n steps, then σ_n = 0 (a list of n + 1
+    floats): ``"karras"`` (:func:`karras_sigmas`, ρ = ``rho``), ``"geometric"`` (:func:`geometric_sigmas`, NCSNv2's
+    own spacing), or an explicit strictly decreasing sequence of n positive levels (e.g. a tuned schedule), taken
+    as given. ValueError naming ``schedule`` for an unknown name, a wrong length or a non-decreasing list."""
+    if isinstance(schedule, str):
+        if schedule == "karras":
+            return karras_sigmas(sigma_max, sigma_min, n, rho).tolist() if n > 1 else [float(sigma_max), 0.0]
+        if schedule == "geometric":
+            return geometric_sigmas(sigma_max, sigma_min, n).tolist() + [0.0]
+        why = " (resolve it first: ncsn_fast.sampling.tuning)" if schedule == "tuned" else ""
+        raise ValueError(
+            f"schedule: unknown schedule {schedule!r}{why}; choose one of {', '.join(SCHEDULES)} or a list"
+        )
+    s = check_sigmas(schedule, "schedule").double().tolist()
+    if len(s) != n:
+        raise ValueError(f"schedule: {n} steps need {n} noise levels, got {len(s)}")
+    return s + [0.0]
+
+
 def check_sigmas(sigmas: torch.Tensor | Sequence[float], name: str = "sigmas") -> torch.Tensor:
     """σ as a float32 tensor (L,), strictly decreasing and positive; ValueError naming ``name`` otherwise."""
     s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()

@@ -5,8 +5,10 @@ print their numbers in a few digits."""
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ import torch
 from ncsn_fast.cli import common, main
 from ncsn_fast.cli import sample as sample_cli
 from ncsn_fast.cli.main import build_parser
+from ncsn_fast.sampler_specs import SPECS, cli_options, flags_of, markdown_table
 from ncsn_fast.sampling import SamplingPlan
 from ncsn_fast.sampling.generate import check_data_range
 from ncsn_fast.sampling.registry import SAMPLERS, sampler_parameters
@@ -21,30 +24,46 @@ from ncsn_fast.sampling.schedules import thin_schedule, warn_if_too_coarse
 from ncsn_fast.techniques import get_sigmas, langevin_step_lr, step_lr_objective
 from ncsn_fast.vocab import SAMPLER_OPTIONS
 
-# one value per option, as typed
-TYPED = {
-    "n_steps_each": ["--steps", "3"],
-    "step_lr": ["--step-lr", "1"],
-    "denoise": ["--no-denoise"],
-    "snr": ["--snr", "0.1"],
-    "churn": ["--churn", "1"],
-    "eta": ["--eta", "0.5"],
-    "rho": ["--rho", "3"],
-    "rel_tol": ["--rel-tol", "0.1"],
-    "abs_tol": ["--abs-tol", "0.01"],
-}
+
+# one value per option, as typed: a valid value of each declared type (choices: one that is not the default)
+def _typed(o) -> list[str]:
+    if o.type is bool:
+        return [f"--no-{o.cli_flag[2:]}"]
+    if o.choices:
+        return [o.cli_flag, next(c for c in o.choices if c not in (o.default, "tuned"))]
+    return [o.cli_flag, {int: "2", float: "0.5", str: "x"}[o.type]]
+
+
+TYPED = {name: _typed(o) for name, o in cli_options().items()}
 REFUSED = [(s, o) for s in SAMPLER_OPTIONS for o in TYPED if o not in SAMPLER_OPTIONS[s]]
 TAKEN = [(s, o) for s in SAMPLER_OPTIONS for o in SAMPLER_OPTIONS[s]]
 
 
 def test_the_declaration_is_the_registry_and_the_signatures():
-    """SAMPLER_OPTIONS names every registered sampler, and an option the command line sets is declared for a
-    sampler exactly when the sampler's signature has it: the check and the help text cannot drift from the code."""
-    assert set(SAMPLER_OPTIONS) == set(SAMPLERS)
-    assert set(TYPED) == {o for options in SAMPLER_OPTIONS.values() for o in options}
-    assert set(TYPED) == set(sample_cli.OPTION_FLAGS) | {"denoise"}
-    for name in SAMPLERS:
-        assert set(SAMPLER_OPTIONS[name]) == set(TYPED) & set(sampler_parameters(name)), name
+    """Each sampler is declared once (ncsn_fast.sampler_specs): the declarations name every registered sampler, and
+    a sampler's declared options are exactly its signature's keyword options beyond the shared ones, with the same
+    defaults — the flags, checks, help and docs table made from them cannot drift from the code."""
+    assert set(SAMPLER_OPTIONS) == set(SAMPLERS) == set(SPECS)
+    for name, spec in SPECS.items():
+        params = inspect.signature(SAMPLERS[name]).parameters
+        assert set(spec.option_names) | set(spec.extra) == set(sampler_parameters(name)), name
+        for o in spec.options:
+            assert params[o.name].default == o.default, (name, o.name)
+
+
+def test_a_shared_option_is_one_flag_of_one_type():
+    """rho, eta, schedule, the corrector's options …: each declared alike by every sampler that takes it."""
+    for name, o in cli_options().items():
+        for s in SPECS.values():
+            other = s.option(name)
+            if other is not None:
+                assert (other.type, other.cli_flag, other.choices) == (o.type, o.cli_flag, o.choices), (s.name, name)
+
+
+def test_the_docs_sampler_table_is_the_declaration():
+    """docs/sampling.md's sampler table is exactly ``python -m ncsn_fast.sampler_specs`` (regenerate with it)."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "sampling.md").read_text()
+    assert markdown_table() in page
 
 
 @pytest.fixture
@@ -69,6 +88,7 @@ def test_an_option_the_sampler_does_not_take_is_one_line(sampler, option, tmp_pa
     lines = error_lines(capsys)
     assert code == 2 and len(lines) == 1, lines
     takes = ", ".join(TYPED[o][0] if o != "denoise" else "--denoise/--no-denoise" for o in SAMPLER_OPTIONS[sampler])
+    assert takes == flags_of(sampler)
     assert lines[0].startswith(f"ncsn-fast: error: {TYPED[option][0]}: ") and f"--sampler {sampler}," in lines[0]
     assert lines[0].endswith(f"which takes {takes}"), lines[0]
     assert not out.exists()
@@ -82,17 +102,18 @@ def test_an_option_the_sampler_takes_passes_both_checks(sampler, option):
 
 
 HERE = "ald on its own schedule"
+SCHEDULE_FLAGS = "--schedule, --corrector-steps, --corrector-levels, --corrector-snr"
 ISSUE_CASES = [
     (["--sampler", "heun", "--steps", "3"], "--steps: an option of ald, not of --sampler heun, which takes --rho, "
-     "--churn"),
+     f"--churn, --s-tmin, --s-tmax, --s-noise, {SCHEDULE_FLAGS}"),
     (["--sampler", "heun", "--step-lr", "1"], "--step-lr: an option of ald, not of --sampler heun, which takes --rho, "
-     "--churn"),
+     f"--churn, --s-tmin, --s-tmax, --s-noise, {SCHEDULE_FLAGS}"),
     (["--sampler", "ald", "--nfe", "25", "--every", "2"], f"--every: goes with {HERE}, without --nfe: drop --nfe 25"),
     (["--nfe", "25", "--every", "2"], f"--every: goes with {HERE}, without --nfe: drop --nfe 25"),
     (["--sampler", "heun", "--every", "2"], f"--every: goes with {HERE} (--sampler ald or none, without --nfe), not "
      "with --sampler heun"),
     (["--nfe", "25", "--steps", "3"], "--steps: an option of ald, not of dpmpp_2m_sde (the sampler for --nfe 25), "
-     "which takes --rho, --eta"),
+     f"which takes --rho, --eta, --s-noise, {SCHEDULE_FLAGS}"),
 ]  # fmt: skip
 
 
@@ -105,7 +126,11 @@ def test_the_issue_cases_read_as_they_should(args, line, tmp_path, capsys, no_mo
 def test_the_library_refuses_what_the_sampler_ignores():
     with pytest.raises(ValueError, match=r"^n_steps_each: not an option of the heun sampler, which takes rho, churn, "):
         SamplingPlan(sampler="heun", nfe=10, n_steps_each=3).check()
-    with pytest.raises(ValueError, match=r"^snr: not an option of the euler sampler, which takes rho$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^snr: not an option of the euler sampler, which takes rho, schedule, corrector_steps, "
+        r"corrector_levels, corrector_snr$",
+    ):
         SamplingPlan(sampler="euler", nfe=10, options={"snr": 0.2}).check()
     with pytest.raises(ValueError, match=r"^every: .*without nfe.*nfe=25"):
         SamplingPlan(sampler="ald", nfe=25, every=2).check()
@@ -159,7 +184,8 @@ def test_the_data_range_warning_of_a_run_names_its_sampler(monkeypatch, tmp_path
     code = main(["sample", "--quiet", "--sampler", "heun", "--nfe", "10", "--n", "2", "--out", str(tmp_path / "o")])
     warned = [line for line in capsys.readouterr().err.splitlines() if "did not converge" in line]
     assert code == 0 and len(warned) == 1, warned
-    assert "step_lr" not in warned[0] and "heun sampler's nfe and its options (rho, churn)" in warned[0]
+    assert "step_lr" not in warned[0]
+    assert f"heun sampler's nfe and its options ({', '.join(SAMPLER_OPTIONS['heun'])})" in warned[0]
 
 
 def digits_sigmas() -> list[float]:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ncsn_fast import techniques as T
+from ncsn_fast.sampler_specs import SPECS
 from ncsn_fast.sampling import Denoiser, get_sampler, minimum_nfe, prior_samples, recommended
 from ncsn_fast.sampling.registry import SAMPLERS
 from tests.conftest import cpu_backends
@@ -67,7 +68,15 @@ DEFAULT_RUNS = {
     "euler": (400, 0.03),
     "dpmpp_2m": (100, 0.02),
     "adaptive": (10**5, 0.08),
+    "dpmpp_3m_sde": (100, 0.02),
+    "unipc": (100, 0.02),
+    "ipndm": (100, 0.02),
 }
+
+
+def test_every_registered_sampler_has_a_default_run():
+    """A new sampler (one declaration in ncsn_fast.sampler_specs) cannot skip the moments test below."""
+    assert set(DEFAULT_RUNS) | {"ald"} == set(SAMPLERS)
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
@@ -167,7 +176,7 @@ def test_same_seed_same_samples_on_the_cpu_and_triton_backends(name):
     assert torch.equal(runs[0], again)  # deterministic per seed
     assert (runs[0] - runs[1]).abs().max() <= 1e-5, name
     other = get_sampler(name)(score, x0, nfe, 5.0, 0.05, seed=124, backend=FUSED[0], **options)
-    stochastic = name not in ("euler", "dpmpp_2m") and not (name == "heun")
+    stochastic = SPECS[name].family != "ode"  # the ODE solvers (heun at its default churn 0) draw no noise
     assert (not torch.equal(other, runs[0])) == stochastic, name
 
 
