@@ -247,7 +247,7 @@ def check_option(o: Option, value: Any, where: str | None = None) -> str | None:
 
 
 def _default_text(o: Option) -> str:
-    if o.default is None or o.type is bool:
+    if o.default is None or o.type is bool or "default" in o.help:
         return ""
     return f" (default {o.default:g})" if isinstance(o.default, float) else f" (default {o.default})"
 
@@ -262,8 +262,14 @@ def markdown_table() -> str:
 
 
 def option_help(o: Option) -> str:
-    """``--help`` text of an option: the samplers taking it, then what it is and its default."""
-    return f"{', '.join(takers(o.name))}: {o.help}{_default_text(o)}"
+    """``--help`` text of an option: the samplers taking it, what it is and its default — per group of samplers
+    where they declare it differently (``eta`` of cas is not ``eta`` of the DPM-Solver++ SDEs)."""
+    groups: dict[str, list[str]] = {}
+    for s in SPECS.values():
+        mine = s.option(o.name)
+        if mine is not None:
+            groups.setdefault(f"{mine.help}{_default_text(mine)}", []).append(s.name)
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in groups.items())
 
 
 if __name__ == "__main__":  # python -m ncsn_fast.sampler_specs: the docs' table
