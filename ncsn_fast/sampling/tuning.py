@@ -151,20 +151,16 @@ def initial_schedule(init: str | torch.Tensor, nfe: int, sigma_max: float, sigma
     """The starting schedule (float64, (nfe,)): "karras" (ρ = 7), "geometric", or a given descending one."""
     if isinstance(init, str):
         check_choice("init", init, INITS)
-        if init == "karras":
-            return karras_sigmas(sigma_max, sigma_min, nfe)[:-1]
-        return geometric_sigmas(sigma_max, sigma_min, nfe)
-    s = torch.as_tensor(init, dtype=torch.float64).flatten()
-    if (
-        len(s) != nfe
-        or not bool((s[1:] < s[:-1]).all())
-        or not (
-            math.isclose(float(s[0]), sigma_max, rel_tol=1e-6) and math.isclose(float(s[-1]), sigma_min, rel_tol=1e-6)
-        )
-    ):
-        raise ValueError(f"init: a schedule of {nfe} strictly decreasing σ from {sigma_max} to {sigma_min}, got {init}")
-    s = s.clone()
-    s[0], s[-1] = sigma_max, sigma_min
+        karras = init == "karras"
+        s = karras_sigmas(sigma_max, sigma_min, nfe)[:-1] if karras else geometric_sigmas(sigma_max, sigma_min, nfe)
+    else:
+        s = torch.as_tensor(init, dtype=torch.float64).flatten().clone()
+        close = len(s) == nfe and math.isclose(float(s[0]), sigma_max, rel_tol=1e-6)
+        if not (close and math.isclose(float(s[-1]), sigma_min, rel_tol=1e-6) and bool((s[1:] < s[:-1]).all())):
+            raise ValueError(
+                f"init: a schedule of {nfe} strictly decreasing σ from {sigma_max} to {sigma_min}, got {init}"
+            )
+    s[0], s[-1] = sigma_max, sigma_min  # exactly: the ρ-power and exp round them
     return s
 
 
