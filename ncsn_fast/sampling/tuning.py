@@ -17,12 +17,14 @@ importance distribution π(σ) ∝ σ⁻³ (the integrand's own weight, so the e
 mean of ‖ΔD‖²), x_{σ_i} = x_0 + σ_i·z and x_σ from the Brownian bridge between x_0 and x_{σ_i}. The schedule's
 objective is the sum over its intervals.
 
-``solver="ode"`` is this module's own data-driven discretisation-error proxy for a first-order deterministic solver
-(DDIM / DPM-Solver-1 in λ = −ln σ), not the paper's: the DDIM step from σ_i to σ_{i+1} freezes D in
+``solver="ode"`` is this module's own discretisation-error proxy for a first-order deterministic solver (DDIM /
+DPM-Solver-1 in λ = −ln σ), not the paper's: the DDIM step from σ_i to σ_{i+1} freezes D in
 x_{σ_{i+1}}/σ_{i+1} = x_{σ_i}/σ_i + ∫ D/σ² dσ, so its local error relative to σ_{i+1} is ∫ (D(x_σ, σ) − D_i)/σ² dσ,
-and by Cauchy–Schwarz ‖·‖² ≤ (σ_{i+1}⁻¹ − σ_i⁻¹)·∫ σ⁻² ‖ΔD‖² dσ, estimated the same way with π(σ) ∝ σ⁻². The paper
-reports that schedules optimised for the SDE also serve ODE solvers; this proxy is offered for samplers that are
-deterministic and keyed apart from the SDE's.
+and by Cauchy–Schwarz ‖·‖² ≤ (σ_{i+1}⁻¹ − σ_i⁻¹)·∫ σ⁻² ‖ΔD‖² dσ. It is estimated on the *deterministic* path:
+x_{σ_i} = x_0 + σ_i z from the data, x_σ the DDIM step from it to σ (the flow to first order), σ ∼ π(σ) ∝ σ⁻². (The
+SDE's Brownian coupling would add the noise of x_σ − x_{σ_i} to ΔD, which no ODE path has.) On N(0, 1) data it
+halves DDIM's output KL at nfe 4, 6 and 10 (the tests); the paper reports that its SDE schedules serve ODE solvers
+too — this proxy is offered for deterministic samplers, keyed apart from the SDE's.
 
 The optimisation is the paper's Algorithm 1 (iterative coordinate descent of the interior points, endpoints fixed,
 with early stopping): interior σ's of one parity are independent given the others (each enters two neighbouring
@@ -111,7 +113,8 @@ class _Objective:
     def intervals(
         self, d: _Draws, lo: torch.Tensor, hi: torch.Tensor, anchor: tuple[torch.Tensor, torch.Tensor]
     ) -> torch.Tensor:
-        """The objective of the intervals [lo_c, hi_c] (C,) on the draws ``d``, with x_hi and D(x_hi, hi) given."""
+        """The objective of the intervals [lo_c, hi_c] (C,) on the draws ``d``, with x_hi and D(x_hi, hi) given: x_σ
+        on the Brownian bridge x_0 → x_hi (sde) or the DDIM step from x_hi (ode)."""
         c, m = len(lo), len(d.x0)
         rep = (c, *([1] * (d.x0.dim() - 1)))
         l, h = lo.repeat_interleave(m), hi.repeat_interleave(m)
@@ -119,8 +122,13 @@ class _Objective:
         view = (-1, *([1] * (d.x0.dim() - 1)))
         t = (sigma.square() / h.square()).view(view).to(d.x0)  # σ²/σ_hi²
         std = (sigma.square() * (1 - sigma.square() / h.square())).clamp(min=0).sqrt().view(view).to(d.x0)
-        x0, (x_hi, d_hi) = d.x0.repeat(rep), anchor
-        x = x0 + t * (x_hi - x0) + std * d.eps.repeat(rep)  # the Brownian bridge x_0 → x_hi at σ
+        x_hi, d_hi = anchor
+        if self.solver == "sde":
+            x0 = d.x0.repeat(rep)
+            x = x0 + t * (x_hi - x0) + std * d.eps.repeat(rep)  # the Brownian bridge x_0 → x_hi at σ
+        else:
+            r = (sigma / h).view(view).to(d.x0)
+            x = r * x_hi + (1 - r) * d_hi  # the deterministic path: the DDIM step from x_hi to σ
         diff = (self._denoise(x, sigma) - d_hi).double().flatten(1).square().sum(1).view(c, m).mean(1)
         return _weight(lo, hi, self.solver) * diff
 

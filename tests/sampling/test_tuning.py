@@ -4,9 +4,10 @@
 The real check is the sampling error: the first-order stochastic sampler (DDPM ancestral / stochastic DDIM, the
 solver whose KLUB is minimised) and the deterministic DDIM step, written here over a given σ list, are run on a 1-D
 Gaussian N(0, s²) — where they are linear, so the output variance follows in closed form — and on a Gaussian mixture
-(mode weights and spreads against the mixture's own). At nfe 10–12 the tuned schedule gives the lower error than its
-initialisation; at nfe 4–6 it need not (the KLUB is a bound on the *path* KL and spends steps at small σ; see the
-module's notes), which is not asserted.
+(mode weights and spreads against the mixture's own). For the SDE's KLUB, at nfe 10–12 the tuned schedule gives the
+lower error than its initialisation; at nfe 4–6 it need not (measured on N(0, 1): 0.50 → 1.51 from Karras at nfe 4;
+the KLUB bounds the KL of the whole *path*, and crowds steps at small σ where the path's noise dominates ‖ΔD‖²),
+which is not asserted. The ODE proxy's schedule lowers DDIM's error at nfe 4, 6 and 10.
 """
 
 from __future__ import annotations
@@ -111,6 +112,18 @@ def test_tuned_schedule_samples_the_gaussian_better(gauss_data, init):
     for seed in range(3):
         tuned = tune(gauss_data, 10, "sde", init, seed=seed)
         assert kl_to_target(output_variance(tuned, "sde")) < 0.9 * kl_to_target(output_variance(start, "sde"))
+
+
+@pytest.mark.parametrize("nfe", [4, 6, 10])
+@pytest.mark.parametrize("init", ["karras", "geometric"])
+def test_ode_tuned_schedule_samples_the_gaussian_better(gauss_data, init, nfe):
+    """KL of DDIM's output to N(0, S²) (closed form) with the ODE proxy's schedule; measured (seed 0): karras
+    0.373 → 0.294, 0.173 → 0.075, 0.068 → 0.033 at nfe 4, 6, 10; geometric 0.457 → 0.312, 0.181 → 0.095,
+    0.072 → 0.028. Unlike the SDE's KLUB, at every nfe tried."""
+    start = kl_to_target(output_variance(initial_schedule(init, nfe, SIGMA_MAX, SIGMA_MIN), "ode"))
+    for seed in range(2):
+        tuned = tune(gauss_data, nfe, "ode", init, seed=seed)
+        assert kl_to_target(output_variance(tuned, "ode")) < 0.9 * start
 
 
 def run_mixture(gm, sigmas, n=20000):
