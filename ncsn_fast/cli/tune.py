@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from ncsn_fast.sampling.tuning import align_your_steps, save_tuned_schedule, schedules_path
 
     out = schedules_path(args.ckpt)
-    common.check_output_file("--ckpt", out)  # the schedules file beside the weights must be writable: checked first
+    # the schedules file beside the weights must be writable: checked before any work
+    common.check_output_file("--ckpt" if args.ckpt else "--ckpt (default: the bundled model's folder)", out)
     model, cfg = common.load_model(args, device)
     data = _training_data(cfg, args.data, args.seed).to(device)
     sigma_max, sigma_min = float(cfg.model.sigma_begin), float(cfg.model.sigma_end)
