@@ -11,10 +11,10 @@ import argparse
 import sys
 import warnings
 
-from ncsn_fast.cli import bench, configure, convert, doctor, evaluate, likelihood, sample, train
+from ncsn_fast.cli import bench, configure, convert, doctor, evaluate, likelihood, sample, train, tune
 from ncsn_fast.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CommandError, to_flag
 
-COMMANDS = (sample, configure, train, evaluate, likelihood, convert, bench, doctor)
+COMMANDS = (sample, configure, train, evaluate, likelihood, convert, bench, doctor, tune)
 
 
 class _Version(argparse.Action):
