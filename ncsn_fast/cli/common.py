@@ -202,6 +202,8 @@ def sampling_plan(args: argparse.Namespace, **extra: Any) -> Any:
         backend=args.backend,
         cuda_graphs=args.cuda_graphs,
         options=options,
+        model_source=getattr(args, "ckpt", None),
+        ema=not getattr(args, "no_ema", False),
         **extra,
     )
     try:

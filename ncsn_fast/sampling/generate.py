@@ -50,6 +50,8 @@ class SamplingPlan:
     backend: str = "auto"
     cuda_graphs: bool = False
     section: str = "sampling"  # or "fast_fid": the config section T and ε default from
+    model_source: str | None = None  # the checkpoint a tuned schedule is stored with (None: the bundled model)
+    ema: bool = True
     options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> SamplingPlan:
@@ -110,9 +112,34 @@ class SamplingPlan:
         if self.budget:
             data_init = False
             nfe = self.nfe if self.nfe is not None else 100
+            if self.options.get("schedule") == "tuned":
+                self.options = {**self.options, "schedule": self.tuned_schedule(cfg, nfe)}
         else:
             nfe = len(sigmas) * t + int(denoise)
         return ResolvedPlan(self, sigmas, labels, t, float(eps), origin, bool(denoise), bool(data_init), nfe)
+
+    def tuned_schedule(self, cfg: Config, nfe: int) -> list[float]:
+        """The stored schedule (``ncsn-fast tune-schedule``) for this model, sampler family and the number of levels
+        the sampler takes at this budget (corrector steps out; heun's 2N − 1); ValueError naming ``schedule`` that
+        says how to make one when there is none."""
+        from ncsn_fast.sampler_specs import spec
+        from ncsn_fast.sampling.tuning import load_tuned_schedule
+
+        family = spec(self.sampler).family
+        steps = nfe - int(self.options.get("corrector_steps") or 0) * int(self.options.get("corrector_levels") or 1)
+        levels = (steps + 1) // 2 if self.sampler == "heun" else steps
+        solver = "sde" if family == "sde" else "ode"
+        sigma_max, sigma_min = float(cfg.model.sigma_begin), float(cfg.model.sigma_end)
+        found = load_tuned_schedule(
+            self.model_source, levels, sigma_max=sigma_max, sigma_min=sigma_min, solver=solver, ema=self.ema
+        )
+        if found is None:
+            where = f" --ckpt {self.model_source}" if self.model_source else ""
+            raise ValueError(
+                f"schedule: no tuned {solver} schedule of {levels} levels stored for this model; make one with "
+                f"`ncsn-fast tune-schedule{where} --nfe {levels}{' --solver ode' if solver == 'ode' else ''}`"
+            )
+        return found.tolist()
 
 
 @dataclass
@@ -143,12 +170,19 @@ class ResolvedPlan:
         p = self.plan
         if p.budget:
             given = {"denoise": p.denoise} if p.denoise is not None and p.sampler != "ald" else {}
-            opts = "".join(f" {k}={v}" for k, v in {**p.options, **given}.items())
+            opts = "".join(f" {k}={_short(v)}" for k, v in {**p.options, **given}.items())
             return f"sampler={p.sampler} nfe≤{self.nfe}{opts}"
         return (
             f"L={len(self.sigmas)} T={self.n_steps_each} ε={self.step_lr:.3g} ({self.step_lr_origin}) "
             f"denoise={self.denoise} ({self.nfe} network evaluations)"
         )
+
+
+def _short(value: Any) -> str:
+    """An option for a one-line description: a schedule given as a list as its range and length."""
+    if isinstance(value, (list, tuple)) and len(value) > 3:
+        return f"[{value[0]:.4g} … {value[-1]:.4g}]({len(value)} levels)"
+    return str(value)
 
 
 def batch_seed(seed: int, index: int) -> int:

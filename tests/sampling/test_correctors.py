@@ -129,3 +129,34 @@ def test_a_solver_follows_the_schedule_it_is_given(name):
     nfe = 11 if name == "heun" else 6
     get_sampler(name)(score, x0, nfe, 10.0, 0.01, schedule=given)
     assert sorted(set(seen), reverse=True) == pytest.approx([s for s in given]), seen
+
+
+def test_a_tuned_schedule_is_the_one_stored_with_the_model():
+    """``schedule="tuned"`` in a plan resolves to the schedule stored with the model for the sampler's family and
+    level count (the bundled model ships sde and ode schedules for 10, 15, 25 levels); a corrector's steps come out
+    of the levels; none stored is one line saying how to make it."""
+    import json
+    from pathlib import Path
+
+    from ncsn_fast.pretrained import load_pretrained
+    from ncsn_fast.sampling import SamplingPlan
+
+    _, cfg = load_pretrained("digits")
+    stored = json.loads((Path(ncsn_pretrained_folder()) / "schedules.json").read_text())["schedules"]
+    by_key = {(e["solver"], e["nfe"]): e["sigmas"] for e in stored}
+    for sampler, options, nfe, key in [
+        ("dpmpp_2m_sde", {}, 10, ("sde", 10)),
+        ("unipc", {}, 15, ("ode", 15)),
+        ("dpmpp_3m_sde", {"corrector_steps": 2, "corrector_levels": 5}, 35, ("sde", 25)),
+        ("heun", {}, 29, ("ode", 15)),
+    ]:
+        plan = SamplingPlan(sampler=sampler, nfe=nfe, options={**options, "schedule": "tuned"})
+        assert plan.resolve(cfg).plan.options["schedule"] == pytest.approx(by_key[key]), sampler
+    with pytest.raises(ValueError, match=r"^schedule: no tuned sde schedule of 12 levels .*tune-schedule --nfe 12`$"):
+        SamplingPlan(sampler="dpmpp_2m_sde", nfe=12, options={"schedule": "tuned"}).resolve(cfg)
+
+
+def ncsn_pretrained_folder():
+    from ncsn_fast.pretrained import pretrained_path
+
+    return pretrained_path("digits")
