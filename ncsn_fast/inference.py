@@ -69,7 +69,7 @@ def weights_hash(model: torch.nn.Module) -> str:
     """sha256 of the state dict (names, dtypes, shapes and bytes, in order)."""
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
+        t = t.detach().cpu().clone(memory_format=torch.contiguous_format).reshape(-1)  # any layout: the same bytes
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

@@ -80,6 +80,8 @@ def test_cache_key_depends_on_weights_shape_precision_and_device():
     assert cache_key(w, (4, 1, 8, 8), False, "fp32", cpu) != key  # the batch size is part of the key
     assert cache_key(w, (3, 1, 8, 8), False, "bf16", cpu) != key
     assert cache_key(w, (3, 1, 8, 8), True, "fp32", cpu) != key
+    channels_last = tiny().to(memory_format=torch.channels_last)  # the layout the command line loads models in
+    assert weights_hash(channels_last) == w
     assert inference.device_tag(cpu) == f"cpu-{torch.backends.cpu.get_cpu_capability()}"
 
 
