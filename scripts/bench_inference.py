@@ -52,8 +52,12 @@ def main() -> None:
             if mode == "aot":
                 t0 = time.perf_counter()
                 again = inference_network(model, args.precision, "aot", cache_dir=cache)
+                again._fns[(tuple(x.shape), x.device)] = again._package(x, None)  # what its first call does first
+                load = time.perf_counter() - t0
                 again.score(x, sigma)
-                lines[mode] += f", from the cache: load + first call {time.perf_counter() - t0:.3f} s"
+                lines[mode] += (
+                    f", from the cache: load {load:.3f} s, load + first call {time.perf_counter() - t0:.3f} s"
+                )
         times: dict[str, list[float]] = {m: [] for m in modes}
         for _ in range(args.repeats):  # interleaved: a shared machine's load falls on every path alike
             for mode in modes:
