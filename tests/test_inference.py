@@ -273,3 +273,14 @@ def test_cli_compile_bad_value_is_one_line(capfd):
     assert main(["sample", "--compile", "fast", "--nfe", "3", "--n", "2"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--compile" in err[0] and "'fast'" in err[0]
+
+
+@pytest.mark.slow
+def test_doctor_compares_compiled_with_eager_and_names_the_fastest_path():
+    from ncsn_fast.doctor import compile_rows
+
+    rows = compile_rows("cpu", ("jit",))
+    checks = [r for r in rows if r.ok is not None]
+    assert len(checks) == 1 and checks[0].ok and checks[0].error <= 1e-5, checks
+    assert "first call (compile)" in checks[0].note
+    assert rows[-1].name == "fastest network path here (cpu)" and rows[-1].value.split()[0] in ("eager", "jit")
