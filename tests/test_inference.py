@@ -284,3 +284,37 @@ def test_doctor_compares_compiled_with_eager_and_names_the_fastest_path():
     assert len(checks) == 1 and checks[0].ok and checks[0].error <= 1e-5, checks
     assert "first call (compile)" in checks[0].note
     assert rows[-1].name == "fastest network path here (cpu)" and rows[-1].value.split()[0] in ("eager", "jit")
+
+
+@pytest.mark.slow
+def test_jit_on_the_official_ncsn_reference_case(reference_dir):
+    """The original NCSN's official outputs (../shared/reference/ncsn_32: labels in, no σ division) from the
+    compiled network."""
+    folder = reference_dir / "ncsn_32"
+    model = nf.build_model(nf.load_config(folder / "config.yml")).eval()
+    nf.load_checkpoint(model, folder / "checkpoint.pth", ema=False)
+    v = torch.load(folder / "vectors.pt", weights_only=True)
+    net = inference_network(model, compile="jit")
+    with torch.no_grad():
+        assert rel_err(net(v["forward_x"], v["forward_labels"]), v["forward_out"]) <= 1e-5
+
+
+@pytest.mark.parametrize("nfe", [None, 12])  # ald on the config's schedule (labels), a budget sampler (σ)
+@pytest.mark.filterwarnings("ignore::UserWarning")  # a tiny random network's chain: far from the data range
+def test_a_plan_that_compiles_samples_through_the_inference_network(monkeypatch, nfe):
+    from ncsn_fast.sampling import sample_batches
+
+    model = tiny()
+    built = []
+
+    def build(m, precision, compile, device):  # eager stands in for the compile (the wiring is what is tested)
+        built.append((m, precision, compile))
+        return inference_network(m, precision)
+
+    monkeypatch.setattr("ncsn_fast.inference.inference_network", build)
+    cfg = model.config
+    cfg.sampling.n_steps_each = 1
+    plan = {"nfe": nfe, "seed": 3, "data_init": False}
+    want = next(sample_batches(model, cfg, SamplingPlan(**plan), 2, 2, progress=False)).images
+    got = next(sample_batches(model, cfg, SamplingPlan(**plan, compile="aot"), 2, 2, progress=False)).images
+    assert built == [(model, "fp32", "aot")] and torch.equal(got, want)
