@@ -14,10 +14,11 @@ included); the checks of σ (read on the host) and Technique 3's division by σ 
   constants), compiled at the first call of each input shape;
 - ``compile="aot"``: ``torch.export`` and ``torch._inductor.aoti_compile_and_package``, with freezing, cached as a
   ``.pt2`` package under ``$NCSN_FAST_CACHE_DIR``, else ``$XDG_CACHE_HOME/ncsn-fast``, else ``~/.cache/ncsn-fast``
-  (``cache_dir=`` overrides all three). The key hashes the weights, the input shape (batch size included: another
-  batch size is another package), the precision, the device (and GPU architecture), the torch version, the CPU's
-  ISA (``torch.backends.cpu.get_cpu_capability()``) and the ncsn-fast version. A later run loads the package
-  (0.1 s) instead of compiling; an unreadable package is rebuilt with a one-line warning.
+  (``cache_dir=`` overrides all three). One package serves every batch size (exported with a dynamic batch
+  dimension); the key hashes the weights, the input's other dimensions, the precision, the device (and GPU
+  architecture), the torch version, the CPU's ISA (``torch.backends.cpu.get_cpu_capability()``) and the ncsn-fast
+  version. A later run loads the package (0.1 s) instead of compiling; an unreadable package is rebuilt with a
+  one-line warning.
 
 When it pays (``scripts/bench_inference.py``; AMD EPYC AVX2, 2 cores shared with other jobs; the digits model,
 batch 36, fp32, the paths' calls interleaved): 1 thread — eager 388, jit 267, aot 256 ms per call; 2 threads at a
@@ -93,7 +94,7 @@ def device_tag(device: torch.device) -> str:
     return device.type
 
 
-def cache_key(weights: str, shape: tuple[int, ...], conditional: bool, precision: str, device: torch.device) -> str:
+def cache_key(weights: str, shape: tuple, conditional: bool, precision: str, device: torch.device) -> str:
     """The AOT cache key (hex): everything a compiled package depends on."""
     import ncsn_fast
 
@@ -158,6 +159,8 @@ class InferenceNetwork:
         if mode == "jit":
             self._jit = torch.compile(self.features, options={"freezing": True}, dynamic=False)
 
+    dynamic_batch = True  # AOT: one package serves every batch size (measured as fast as a fixed one)
+
     def check_input(self, name: str, x: Any) -> torch.Tensor:
         """Images this network takes: the model's own check, in float32 (the face of every precision)."""
         from ncsn_fast.validation import check_model_input
@@ -199,11 +202,15 @@ class InferenceNetwork:
         with torch.no_grad():
             if self.mode == "jit":
                 return self._jit(*args)
-            key = (tuple(x.shape), x.device)
+            key = (self._shape(x), x.device)
             fn = self._fns.get(key)
             if fn is None:
                 fn = self._fns[key] = self._package(x, y)
             return fn(*[a.contiguous(memory_format=self.memory_format) if a.dim() == 4 else a for a in args])
+
+    def _shape(self, x: torch.Tensor) -> tuple:
+        """The shape a package is compiled for: x's, with "N" for the batch size when it is dynamic."""
+        return ("N", *x.shape[1:]) if self.dynamic_batch else tuple(x.shape)
 
     def _package(self, x: torch.Tensor, y: torch.Tensor | None) -> Any:
         """The AOT package of x's shape: loaded from the cache, else compiled, written atomically and loaded."""
@@ -211,9 +218,9 @@ class InferenceNetwork:
 
         if self._weights is None:
             self._weights = weights_hash(self.model)
-        key = cache_key(self._weights, tuple(x.shape), self.conditional, self.precision, self.device)
+        key = cache_key(self._weights, self._shape(x), self.conditional, self.precision, self.device)
         path = cache_root(self.cache_dir) / f"{type(self.model).__name__.lower()}-{key}.pt2"
-        self.paths[(tuple(x.shape), x.device)] = path
+        self.paths[(self._shape(x), x.device)] = path
         if path.is_file():
             try:
                 fn = torch._inductor.aoti_load_package(str(path))
@@ -234,10 +241,15 @@ def _compile_package(net: InferenceNetwork, x: torch.Tensor, y: torch.Tensor | N
     import torch._inductor
 
     start = time.perf_counter()
+    dynamic = None
+    if net.dynamic_batch:  # one package for every batch size; an example of 2 (export specializes a size of 1)
+        x, y = x[:1].repeat(2, 1, 1, 1), None if y is None else y[:1].repeat(2)
+        batch = torch.export.Dim("batch", min=1, max=1 << 20)
+        dynamic = ({0: batch},) if y is None else ({0: batch}, {0: batch})
     xs = x.detach().to(torch.float32).contiguous(memory_format=net.memory_format)
     args = (xs,) if y is None else (xs, y)
     with torch.no_grad():
-        program = torch.export.export(net.features, args)
+        program = torch.export.export(net.features, args, dynamic_shapes=dynamic)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.pt2", dir=path.parent)
     os.close(fd)
@@ -247,7 +259,7 @@ def _compile_package(net: InferenceNetwork, x: torch.Tensor, y: torch.Tensor | N
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    shape = "×".join(map(str, x.shape))
+    shape = "×".join(map(str, net._shape(x)))
     took = time.perf_counter() - start
     print(
         f"ncsn-fast: compiled {type(net.model).__name__} ({shape}, {net.precision}, {device_tag(net.device)}) ahead "

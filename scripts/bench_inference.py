@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=36)
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--modes", default="eager,jit,aot")
+    ap.add_argument("--modes", default="eager,jit,aot", help="of eager, jit, aot, aot_static (a fixed batch size)")
     args = ap.parse_args()
     from ncsn_fast.inference import inference_network
     from ncsn_fast.pretrained import load_pretrained
@@ -42,7 +42,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache, torch.no_grad():
         for mode in modes:  # first calls: compile (jit), compile and write the package (aot)
             t0 = time.perf_counter()
-            nets[mode] = inference_network(model, args.precision, False if mode == "eager" else mode, cache_dir=cache)
+            compile_ = {"eager": False, "aot_static": "aot"}.get(mode, mode)
+            nets[mode] = inference_network(model, args.precision, compile_, cache_dir=cache)
+            nets[mode].dynamic_batch = mode != "aot_static"  # aot_static: a package for this batch size only
             out = nets[mode].score(x, sigma)
             first[mode] = time.perf_counter() - t0
             ref = out if ref is None else ref

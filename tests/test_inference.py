@@ -33,7 +33,7 @@ def tiny(name: str = "ncsnv2", channels: int = 1):
 def inputs(model, n: int = 3, seed: int = 0):
     """Fresh random images, the same for a seed (module fixtures compute outputs that tests compare with)."""
     x = torch.rand(n, model.config.data.channels, 8, 8, generator=torch.Generator().manual_seed(seed))
-    labels = torch.tensor([0, 2, 5][:n])
+    labels = torch.tensor([0, 2, 5, 1, 4] * 2)[:n]
     sigmas = model._levels(x.device)[labels]
     return x, labels, sigmas
 
@@ -77,7 +77,8 @@ def test_cache_key_depends_on_weights_shape_precision_and_device():
     other = tiny()
     other.begin_conv.bias.data[0] += 1e-3
     assert cache_key(weights_hash(other), (3, 1, 8, 8), False, "fp32", cpu) != key
-    assert cache_key(w, (4, 1, 8, 8), False, "fp32", cpu) != key  # the batch size is part of the key
+    assert cache_key(w, (3, 1, 16, 16), False, "fp32", cpu) != key
+    assert cache_key(w, ("N", 1, 8, 8), False, "fp32", cpu) != key  # a dynamic batch: not a fixed size's package
     assert cache_key(w, (3, 1, 8, 8), False, "bf16", cpu) != key
     assert cache_key(w, (3, 1, 8, 8), True, "fp32", cpu) != key
     channels_last = tiny().to(memory_format=torch.channels_last)  # the layout the command line loads models in
@@ -188,7 +189,7 @@ def aot_cache(tmp_path_factory, v2):
     with torch.no_grad(), contextlib.redirect_stderr(err):
         out = net(x, sigmas)
     assert (
-        err.getvalue().startswith("ncsn-fast: compiled NCSNv2 (3×1×8×8, fp32, cpu-") and err.getvalue().count("\n") == 1
+        err.getvalue().startswith("ncsn-fast: compiled NCSNv2 (N×1×8×8, fp32, cpu-") and err.getvalue().count("\n") == 1
     )
     return folder, net, out
 
@@ -201,6 +202,10 @@ def test_aot_fp32_equals_eager_and_writes_one_package(v2, aot_cache):
     with torch.no_grad():
         assert rel_err(out, v2.score(x, sigmas)) <= 1e-5
         assert rel_err(net(x, labels), v2(x, labels)) <= 1e-5
+        for n in (1, 5):  # one package for every batch size
+            xn, _, sn = inputs(v2, n, seed=n)
+            assert rel_err(net(xn, sn), v2.score(xn, sn)) <= 1e-5
+    assert net.compiles == 1 and net.loads == 0
     assert [p.name for p in folder.iterdir()] == [next(iter(net.paths.values())).name]  # no temp file left
 
 
