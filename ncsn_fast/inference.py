@@ -159,9 +159,10 @@ class InferenceNetwork:
         if mode == "jit":
             self._jit = torch.compile(self.features, options={"freezing": True}, dynamic=False)
 
-    # AOT with a dynamic batch dimension (one package for every batch size): off. It compiles and runs, but on torch
-    # 2.14.1 the digits model's package gave wrong scores (relative error 1.35 against eager at batch 2, 5 and 36;
-    # a tiny ngf-8 network was right): each batch size gets its own package until that is understood.
+    # AOT with a dynamic batch dimension (one package for every batch size): off. On torch 2.14.1 the digits model
+    # exported from an example of repeated rows (x[:1].repeat(2)) gave wrong scores at every batch size (relative
+    # error 1.35 against eager), while exported from random examples of batch 2 or 3 it was right (≤ 5e-7 at batch 1,
+    # 3, 5, 36). Not understood, so each batch size gets its own package (the key holds it).
     dynamic_batch = False
 
     def check_input(self, name: str, x: Any) -> torch.Tensor:
