@@ -20,6 +20,7 @@ _EXPORTS = {
     "load_config": "ncsn_fast.config",
     "configure": "ncsn_fast.configure",
     "EMA": "ncsn_fast.ema",
+    "inference_network": "ncsn_fast.inference",
     "dsm_loss": "ncsn_fast.losses",
     "build_model": "ncsn_fast.models",
     "from_pretrained": "ncsn_fast.pretrained",

@@ -15,6 +15,9 @@ Each check is a function returning :class:`Row` s; :func:`run` runs them all.
   dtype and layout, and their per-sample statistics are checked too.
 - :func:`model_rows`: the bundled digits model's forward on every backend against the reference backend (the
   official computation), and in bf16/fp16 (:func:`~ncsn_fast.precision.half_network`).
+- :func:`compile_rows` (opt-in: a compile takes 10–60 s on a small CPU): a tiny NCSNv2 through
+  :func:`~ncsn_fast.inference.inference_network` compiled against eager in fp32 (tolerance 1e-5), each path's
+  median time, and which path is fastest here.
 """
 
 from __future__ import annotations
@@ -315,6 +318,62 @@ def model_rows(
     return rows
 
 
+# ----------------------------------------------------------------------------------------------------- compile
+def compile_rows(
+    device: torch.device | str = "cpu",
+    modes: Sequence[str] = ("jit",),
+    gen: torch.Generator | None = None,
+    progress: Callable[[Row], None] | None = None,
+    cache_dir: str | None = None,
+) -> list[Row]:
+    """A tiny NCSNv2 (ngf 8, 16×16, batch 8) through the inference network: each compile mode in ``modes`` against
+    eager in fp32 (relative error ≤ 1e-5; the time of its first call, the compile, in the note), the median time of
+    every path, then which path is fastest on this machine (for this tiny network: a hint, not a benchmark —
+    ``scripts/bench_inference.py`` measures the real one)."""
+    import tempfile
+
+    from ncsn_fast.config import load_config
+    from ncsn_fast.inference import inference_network
+    from ncsn_fast.models import build_model
+
+    device = torch.device(device)
+    gen = gen or torch.Generator().manual_seed(0)
+    cfg = load_config({"model": {"ngf": 8}, "data": {"image_size": 16, "channels": 3}})
+    model = build_model(cfg).to(device).eval().requires_grad_(False)
+    x = torch.rand(8, 3, 16, 16, generator=gen).to(device)
+    sigma = (torch.rand(8, generator=gen) + 0.1).to(device)
+    eager = inference_network(model)
+    rows, times = [], {}
+    with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
+        truth = eager(x, sigma)
+        times["eager"] = _median_ms(lambda: eager(x, sigma), device, repeat=5)
+        name = f"tiny NCSNv2 eager fp32 ({device.type})"
+        rows.append(Row("compile", name, f"{times['eager']:.2f} ms", ms=times["eager"]))
+        for mode in modes:
+            row = Row("compile", f"tiny NCSNv2 compiled {mode} fp32 vs eager ({device.type})", tolerance=1e-5)
+            try:
+                net = inference_network(model, compile=mode, cache_dir=cache_dir or tmp)
+                t = time.perf_counter()
+                out = net(x, sigma)
+                row.note = f"first call (compile) {time.perf_counter() - t:.1f} s"
+                row.error = rel_err(out, truth)
+                row.ok = bool(row.error <= row.tolerance)
+                row.ms = times[mode] = _median_ms(lambda: net(x, sigma), device, repeat=5)  # noqa: B023
+            except Exception as exc:
+                row.ok, row.note = False, _first_line(exc)
+            rows.append(row)
+    for r in rows:
+        if progress:
+            progress(r)
+    fastest = min(times, key=times.get)
+    rows.append(
+        _fact(f"fastest network path here ({device.type})", f"{fastest} ({times[fastest]:.2f} ms, tiny NCSNv2)")
+    )
+    if progress:
+        progress(rows[-1])
+    return rows
+
+
 def devices_present() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -326,8 +385,10 @@ def run(
     model: bool = True,
     seed: int = 0,
     progress: Callable[[Row], None] | None = None,
+    compile: Sequence[str] = (),
 ) -> list[Row]:
-    """Every check: the environment, then per device the ops and (``model``) the bundled model. ``backends``
+    """Every check: the environment, then per device the ops, (``model``) the bundled model and (``compile``: modes
+    of :func:`compile_rows`) the compiled inference network. ``backends``
     restricts the backends checked (names of :data:`ncsn_fast.vocab.OP_BACKENDS`; "auto" selects the bf16/fp16
     model rows); ``seed`` draws the inputs."""
     unknown = [op for op in ops if op not in OPS]
@@ -344,6 +405,8 @@ def run(
         rows += op_rows(dev, backends, ops, gen, progress)
         if model:
             rows += model_rows(dev, backends, gen, progress)
+        if compile:
+            rows += compile_rows(dev, compile, gen, progress)
     return rows
 
 

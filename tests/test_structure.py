@@ -136,6 +136,24 @@ def test_sampling_loads_neither_dynamo_nor_inductor():
     assert done.stdout.strip().splitlines()[-1] == "LOADED []", done.stdout[-500:]
 
 
+def test_the_inference_network_loads_dynamo_only_to_compile():
+    """``import ncsn_fast``, ``ncsn_fast.inference`` and an eager inference network (what every sampler runs on)
+    import neither torch._dynamo nor torch._inductor: only ``compile=`` does."""
+    code = (
+        "import sys\n"
+        "import ncsn_fast, ncsn_fast.inference\n"
+        "import torch\n"
+        "model = ncsn_fast.build_model(ncsn_fast.load_config({'model': {'ngf': 8}, 'data': {'image_size': 8}}))\n"
+        "net = ncsn_fast.inference_network(model)\n"
+        "net(torch.rand(2, 3, 8, 8), torch.tensor([0.5, 1.0]))\n"
+        "print('LOADED', sorted(m for m in ('torch._dynamo', 'torch._inductor', 'triton') if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "LOADED []", done.stdout[-500:]
+
+
 def test_the_constant_marker_is_what_torch_compiler_sets():
     """ops/_backend.py marks has_kernel/triton_usable constant without importing torch._dynamo; if torch changes
     how assume_constant_result marks a function, this fails instead of torch.compile silently tracing them."""

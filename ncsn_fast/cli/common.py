@@ -164,6 +164,16 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
         help="network precision (bf16/fp16: autocast; the sampler state and update stay float32)",
     )
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA only: replay the network from a CUDA graph")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="jit",
+        default=None,
+        choices=["jit", "aot"],
+        help="compile the network: jit (torch.compile, Inductor, frozen weights; the default of a bare --compile) "
+        "or aot (an AOTInductor package cached under $NCSN_FAST_CACHE_DIR or ~/.cache/ncsn-fast, loaded by "
+        "later runs); see ncsn_fast.inference for when it pays",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -201,11 +211,15 @@ def sampling_plan(args: argparse.Namespace, **extra: Any) -> Any:
         precision=args.precision,
         backend=args.backend,
         cuda_graphs=args.cuda_graphs,
+        compile=getattr(args, "compile", None) or False,
         options=options,
         model_source=getattr(args, "ckpt", None),
         ema=not getattr(args, "no_ema", False),
         **extra,
     )
+    for flag in ("inpaint", "interpolate"):
+        if plan.compile and getattr(args, flag, None):
+            raise CommandError(f"--compile: compiles the sampling of new images, not --{flag}")
     try:
         return plan.check()
     except (ValueError, TypeError) as exc:

@@ -23,6 +23,14 @@ def register(sub: Any) -> None:
     d.add_argument("--backend", help=f"comma-separated backends to check (default: all present; of {OP_BACKENDS})")
     d.add_argument("--op", help="comma-separated ops to check (default: instance_norm_pp_elu,sde_step_,langevin_step_)")
     d.add_argument("--no-model", action="store_true", help="skip the bundled model's forward")
+    d.add_argument(
+        "--compile",
+        nargs="?",
+        const="jit",
+        choices=["jit", "aot", "both"],
+        help="also check the compiled inference network (jit, the default of a bare --compile; aot; both) against "
+        "eager on a tiny NCSNv2 and say which path is fastest here (a compile takes 10-60 s on a small CPU)",
+    )
     d.add_argument("--seed", type=int, help="seed of the random inputs (default: fresh; printed with a failure)")
     d.add_argument("--json", metavar="FILE", help="also write every row, and the failures, to FILE as JSON")
     d.set_defaults(run=run, flag_names={"ops": "--op", "backends": "--backend"})
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         model=not args.no_model,
         seed=seed,
         progress=_print_row,
+        compile={None: (), "both": ("jit", "aot")}.get(args.compile, (args.compile,)),
     )
     seconds = time.perf_counter() - start
     bad = doctor.failed(rows)

@@ -169,6 +169,17 @@ class RefineNetScore(nn.Module):
         NCSN conditions on discrete labels: it accepts only its own noise levels (relative tolerance 1e-4).
         """
         self.check_input("x", x)
+        labels, div = self.condition(x, sigma)
+        if labels is not None:
+            return self.features(x, labels)
+        # Technique 3 in float32 at least: a bf16/fp16 network's output is divided by the float32 σ (and is float32)
+        return self.features(x, None) / div.to(torch.promote_types(x.dtype, torch.float32))
+
+    def condition(self, x: torch.Tensor, sigma: torch.Tensor | float) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """What :meth:`score` feeds :meth:`features` for σ, checked: ``(labels, σ)`` for the original NCSN (its
+        noise-level indices, (N,) long), ``(None, σ)`` for NCSNv2; σ as float32 (N, 1, …, 1), ready to divide by.
+        The checks read σ on the host (not while a CUDA graph is captured), so this stays outside compiled graphs
+        (:mod:`ncsn_fast.inference` compiles :meth:`features` and divides after)."""
         n = x.shape[0]
         if not isinstance(sigma, (int, float, torch.Tensor)) or isinstance(sigma, bool):
             raise TypeError(f"sigma: expected a number or a float tensor of shape ({n},), got {describe(sigma)}")
@@ -180,19 +191,18 @@ class RefineNetScore(nn.Module):
         check = not _capturing(x)
         if check and not bool((sigma > 0).all()):
             raise ValueError(f"sigma: must be positive, got min {float(sigma.min())}")
-        if self.conditional:
-            levels = self._levels(x.device)
-            close = (sigma[:, None] - levels[None]).abs() <= 1e-4 * levels[None]
-            if check and not bool(close.any(dim=1).all()):
-                bad = float(sigma[~close.any(dim=1)][0])
-                raise ValueError(
-                    f"sigma: {bad:.6g} is not one of this NCSN's {len(levels)} noise levels; the original NCSN is "
-                    "conditioned on discrete labels (samplers that need σ in between want an NCSNv2 model)"
-                )
-            return self.features(x, close.float().argmax(dim=1))
-        # Technique 3 in float32 at least: a bf16/fp16 network's output is divided by the float32 σ (and is float32)
-        div = sigma.view(n, *([1] * (x.dim() - 1))).to(torch.promote_types(x.dtype, torch.float32))
-        return self.features(x, None) / div
+        div = sigma.view(n, *([1] * (x.dim() - 1)))
+        if not self.conditional:
+            return None, div
+        levels = self._levels(x.device)
+        close = (sigma[:, None] - levels[None]).abs() <= 1e-4 * levels[None]
+        if check and not bool(close.any(dim=1).all()):
+            bad = float(sigma[~close.any(dim=1)][0])
+            raise ValueError(
+                f"sigma: {bad:.6g} is not one of this NCSN's {len(levels)} noise levels; the original NCSN is "
+                "conditioned on discrete labels (samplers that need σ in between want an NCSNv2 model)"
+            )
+        return close.float().argmax(dim=1), div
 
     def _levels(self, device: torch.device) -> torch.Tensor:
         """The config's noise levels (float32) on ``device``, made once per device (no host copy per call)."""

@@ -49,6 +49,7 @@ class SamplingPlan:
     precision: str = "fp32"
     backend: str = "auto"
     cuda_graphs: bool = False
+    compile: bool | str = False  # False, True/"jit", "aot": the network through ncsn_fast.inference_network
     section: str = "sampling"  # or "fast_fid": the config section T and ε default from
     model_source: str | None = None  # the checkpoint a tuned schedule is stored with (None: the bundled model)
     ema: bool = True
@@ -64,6 +65,10 @@ class SamplingPlan:
         check_int("seed", self.seed, 0)
         check_precision("precision", self.precision)
         runtime.check_backend("backend", self.backend)
+        if self.compile not in (False, None):
+            from ncsn_fast.inference import check_compile
+
+            check_compile("compile", self.compile)
         taken = sampler_parameters(self.sampler)
         given = [name for name in ("n_steps_each", "step_lr", "denoise") if getattr(self, name) is not None]
         for name in [*given, *self.options]:
@@ -239,7 +244,8 @@ def sample_batches(
 
     ``data``: (M, C, H, W) images in [0, 1] for data initialisation. ``both_modes`` (ALD only): also return the
     other denoising mode of each chain (one extra evaluation: Tweedie's step on the final state). One progress bar
-    counts network evaluations over all of this rank's batches.
+    counts network evaluations over all of this rank's batches. A plan's ``compile`` builds the network once
+    (:func:`~ncsn_fast.inference.inference_network` in the plan's precision) and samples with it.
     """
     from ncsn_fast.data import inverse_data_transform
 
@@ -261,6 +267,10 @@ def sample_batches(
     sizes = {b: min(batch_size, n - b * batch_size) for b in mine}
     bar = runtime.progress_bar(len(mine) * resolved.nfe + (len(mine) if both_modes else 0), "sampling", progress)
     rt = {"precision": p.precision, "backend": p.backend, "cuda_graphs": p.cuda_graphs}
+    if p.compile not in (False, None):
+        from ncsn_fast.inference import inference_network
+
+        model = inference_network(model, p.precision, p.compile, device)  # samplers take it as it is
     try:
         for b in mine:
             gen = torch.Generator().manual_seed(batch_seed(p.seed, b))

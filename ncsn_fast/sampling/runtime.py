@@ -6,7 +6,10 @@
   official computation, with the reference ops in the network and the update done in PyTorch with ``torch.randn``
   noise drawn from ``generator`` (the official noise stream);
 - ``cuda_graphs``: the network captured once in a CUDA graph (labels/σ as tensor inputs, so one graph serves
-  every step) and replayed.
+  every step) and replayed;
+- ``compile`` (:func:`network` only): the ncsn-fast model through :func:`ncsn_fast.inference.inference_network`
+  (``True``/"jit": torch.compile with freezing; "aot": a cached AOTInductor package). Samplers reach it by taking
+  such a network as their ``score``: it carries its own precision and is not wrapped again.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def _with_precision(score: Score, precision: str, device: torch.device) -> Score
     from ncsn_fast.precision import half_network
 
     dtype = check_precision("precision", precision)
-    if dtype is None:
+    if dtype is None or is_inference_network(score):
         return score
     model = model_of(score)
     name = "forward" if score is model else getattr(score, "__name__", None)
@@ -150,12 +153,41 @@ class GraphedNetwork:
         return self.fn(x, y)
 
 
+def is_inference_network(score: Any) -> bool:
+    """Whether ``score`` (or the object of a bound method) is an :class:`ncsn_fast.inference.InferenceNetwork`:
+    float32 in and out in its own precision, passed through by the precision wrapper."""
+    return bool(getattr(getattr(score, "__self__", score), "ncsn_fast_inference", False))
+
+
 def network(
-    score: Score, device: torch.device, precision: str = "fp32", backend: str = "auto", cuda_graphs: bool = False
+    score: Score,
+    device: torch.device,
+    precision: str = "fp32",
+    backend: str = "auto",
+    cuda_graphs: bool = False,
+    compile: bool | str = False,
 ) -> Score:
-    """``score`` wrapped for a run: backend, then precision, then (outermost) the CUDA graph."""
+    """``score`` wrapped for a run: backend, then precision, then (outermost) the CUDA graph.
+
+    ``compile`` (False, True/"jit", "aot"): an ncsn-fast model (or its bound ``score``/``forward``) runs as
+    :func:`~ncsn_fast.inference.inference_network` ``(model, precision, compile, device)``; a ValueError naming
+    ``compile`` for any other callable (compile a plain function yourself with torch.compile). An inference network
+    passed as ``score`` keeps its own precision and compilation (``precision`` and ``compile`` do not rewrap it)."""
     check_backend("backend", backend)
-    wrapped = _with_precision(_with_backend(score, backend), precision, device)
+    if compile not in (False, None) and not is_inference_network(score):
+        from ncsn_fast.inference import check_compile, inference_network
+
+        check_compile("compile", compile)
+        model = model_of(score)
+        if model is None:
+            raise ValueError(
+                f"compile: compiles ncsn-fast models (NCSN/NCSNv2 or their bound score/forward), got "
+                f"{describe(score)}; torch.compile a plain score function yourself"
+            )
+        score = inference_network(model, precision, compile, device)
+    wrapped = _with_backend(score, backend)
+    if not is_inference_network(score):
+        wrapped = _with_precision(wrapped, precision, device)
     return GraphedNetwork(wrapped, device) if cuda_graphs else wrapped
 
 
