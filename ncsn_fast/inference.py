@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from ncsn_fast.precision import check_precision, half_network, hardware_half
+from ncsn_fast.precision import check_precision, half_network, warn_if_emulated
 
 COMPILE_MODES = ("jit", "aot")
 """What ``compile=`` takes besides False (eager) and True (``"jit"``)."""
@@ -142,13 +142,7 @@ class InferenceNetwork:
         if mode is None:
             self.eager = half_network(model, precision)
             return
-        if device.type == "cpu" and hardware_half(device, precision) is False:
-            warnings.warn(
-                f"{precision} on this CPU is emulated (no {precision} matrix units): slower than fp32 here, "
-                "compiled or not (ncsn-fast doctor)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        warn_if_emulated(device, precision, ", compiled or not", stacklevel=3)
         net = copy.deepcopy(model).requires_grad_(False).eval()
         fmt = torch.channels_last if precision != "fp32" or device.type == "cpu" else torch.contiguous_format
         if precision != "fp32":

@@ -94,19 +94,28 @@ def half_network(
     (``requires_grad`` off: for sampling); ``model`` is left as it was. ``precision`` "fp32" returns ``model``
     itself. On a CPU without bf16/fp16 units (:func:`hardware_half` False) this works but is slower than fp32."""
     import copy
-    import warnings
 
     dtype = check_precision("precision", precision)
     if dtype is None:
         return model
     device = next(model.parameters()).device
-    if device.type == "cpu" and hardware_half(device, precision) is False:
-        warnings.warn(
-            f"{precision} on this CPU is emulated (no {precision} matrix units): slower than fp32 here "
-            "(ncsn-fast doctor)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    warn_if_emulated(device, precision, stacklevel=3)
     net = copy.deepcopy(model).requires_grad_(False)
     net = net.to(dtype=dtype, memory_format=memory_format)
     return HalfNetwork(net, dtype, memory_format)
+
+
+def warn_if_emulated(device: torch.device, precision: str, what: str = "", stacklevel: int = 2) -> bool:
+    """Warn (RuntimeWarning, and return True) when ``precision`` runs emulated on this CPU (no bf16/fp16 matrix
+    units: slower than fp32 here, ``what`` — e.g. ", compiled or not" — says of what)."""
+    import warnings
+
+    if device.type != "cpu" or hardware_half(device, precision) is not False:
+        return False
+    warnings.warn(
+        f"{precision} on this CPU is emulated (no {precision} matrix units): slower than fp32 here{what} "
+        "(ncsn-fast doctor)",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return True

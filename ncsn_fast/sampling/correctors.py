@@ -19,7 +19,9 @@ corrected x is the new state, the earlier denoised values stay — as a predicto
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -70,7 +72,7 @@ class LangevinCorrector:
         self.eps = langevin_step_lr(max(gamma, 1.0 + 1e-6), self.sigma_min, max(self.steps, 1))
 
     def after_step(
-        self, net: Score, noise: NoiseStream, x: torch.Tensor, sigma: float, bar: object = None
+        self, net: Score, noise: NoiseStream, x: torch.Tensor, sigma: float, bar: Any = None
     ) -> torch.Tensor:
         """x after the corrector steps at level ``sigma`` (unchanged when ``sigma`` is not a corrected level).
         ``x`` is contiguous and updated in place on the fused path."""
@@ -91,6 +93,27 @@ class LangevinCorrector:
             if bar is not None:
                 bar.update(1)
         return x
+
+
+def solver_schedule(
+    corrector: LangevinCorrector,
+    sampler: str,
+    minimum: int,
+    nfe: int,
+    schedule: Any,
+    sigma_max: float,
+    sigma_min: float,
+    rho: float,
+    levels: Callable[[int], int] = lambda budget: budget,
+) -> list[float]:
+    """A σ-schedule solver's levels σ_0 … σ_{n−1}, 0 (:func:`~ncsn_fast.sampling.schedules.solver_sigmas`) for the
+    budget the corrector leaves it (``levels(budget)`` levels: heun's (budget + 1)/2), with the corrector bound to
+    them. ValueError naming ``nfe`` when the corrector leaves less than ``minimum``, or ``schedule``."""
+    from ncsn_fast.sampling.schedules import solver_sigmas
+
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, levels(corrector.solver_budget(nfe, sampler, minimum)), rho)
+    corrector.bind(sigmas)
+    return sigmas
 
 
 def corrector_of(steps: int = 0, levels: int = 1, snr: float | None = None) -> LangevinCorrector:

@@ -20,10 +20,9 @@ from typing import Any
 import torch
 
 from ncsn_fast.sampling import runtime
-from ncsn_fast.sampling.correctors import LangevinCorrector
+from ncsn_fast.sampling.correctors import LangevinCorrector, solver_schedule
 from ncsn_fast.sampling.runtime import Score
 from ncsn_fast.sampling.samplers import denoised, min_nfe, prepare
-from ncsn_fast.sampling.schedules import solver_sigmas
 
 
 @torch.no_grad()
@@ -56,9 +55,8 @@ def dpmpp_2m(
     min_nfe("dpmpp_2m", nfe, 2)
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    steps = corrector.solver_budget(nfe, "dpmpp_2m", 2)
-    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
-    corrector.bind(sigmas)
+    sigmas = solver_schedule(corrector, "dpmpp_2m", 2, nfe, schedule, sigma_max, sigma_min, rho)
+    steps = len(sigmas) - 1
     old: torch.Tensor | None = None
     bar = runtime.progress_bar(nfe, "dpmpp_2m", progress)
     for i in range(steps):
@@ -118,9 +116,8 @@ def dpmpp_2m_sde(
         raise ValueError(f"eta: must be in [0, 1], got {eta}")
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    steps = corrector.solver_budget(nfe, "dpmpp_2m_sde", 2)
-    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
-    corrector.bind(sigmas)
+    sigmas = solver_schedule(corrector, "dpmpp_2m_sde", 2, nfe, schedule, sigma_max, sigma_min, rho)
+    steps = len(sigmas) - 1
     old: torch.Tensor | None = None
     h_last = 0.0
     bar = runtime.progress_bar(nfe, "dpmpp_2m_sde", progress)

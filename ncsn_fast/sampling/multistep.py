@@ -23,10 +23,9 @@ from typing import Any
 import torch
 
 from ncsn_fast.sampling import runtime
-from ncsn_fast.sampling.correctors import LangevinCorrector
+from ncsn_fast.sampling.correctors import LangevinCorrector, solver_schedule
 from ncsn_fast.sampling.runtime import Score
 from ncsn_fast.sampling.samplers import denoised, min_nfe, prepare
-from ncsn_fast.sampling.schedules import solver_sigmas
 
 # Adams–Bashforth coefficients for orders 1–4, newest derivative first (iPNDM; Zhang & Chen 2023, Eq. (29)).
 AB_COEFFICIENTS = (
@@ -89,9 +88,8 @@ def dpmpp_3m_sde(
         raise ValueError(f"eta: must be in [0, 1], got {eta}")
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    steps = corrector.solver_budget(nfe, "dpmpp_3m_sde", 2)
-    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
-    corrector.bind(sigmas)
+    sigmas = solver_schedule(corrector, "dpmpp_3m_sde", 2, nfe, schedule, sigma_max, sigma_min, rho)
+    steps = len(sigmas) - 1
     d_1: torch.Tensor | None = None
     d_2: torch.Tensor | None = None
     h_1 = h_2 = 0.0
@@ -169,9 +167,8 @@ def ipndm(
     order = _check_order(order, 4)
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    steps = corrector.solver_budget(nfe, "ipndm", 2)
-    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
-    corrector.bind(sigmas)
+    sigmas = solver_schedule(corrector, "ipndm", 2, nfe, schedule, sigma_max, sigma_min, rho)
+    steps = len(sigmas) - 1
     history: list[torch.Tensor] = []  # d_i, d_{i−1}, … newest first
     bar = runtime.progress_bar(nfe, "ipndm", progress)
     for i in range(steps):
@@ -289,9 +286,8 @@ def unipc(
         raise ValueError(f"variant: must be one of {', '.join(UNIPC_VARIANTS)}, got {variant!r}")
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    steps = corrector.solver_budget(nfe, "unipc", 2)
-    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
-    corrector.bind(sigmas)
+    sigmas = solver_schedule(corrector, "unipc", 2, nfe, schedule, sigma_max, sigma_min, rho)
+    steps = len(sigmas) - 1
     outputs: list[torch.Tensor] = []  # m_i, m_{i−1}, … newest first
     lambdas: list[float] = []
     last: torch.Tensor | None = None  # x_{i−1}^c, the corrector's start

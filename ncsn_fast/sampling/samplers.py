@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from ncsn_fast.sampling import runtime
-from ncsn_fast.sampling.correctors import LangevinCorrector
+from ncsn_fast.sampling.correctors import LangevinCorrector, solver_schedule
 from ncsn_fast.sampling.langevin import annealed_langevin
 from ncsn_fast.sampling.runtime import NoiseStream, Score
-from ncsn_fast.sampling.schedules import geometric_sigmas, solver_sigmas
+from ncsn_fast.sampling.schedules import geometric_sigmas
 from ncsn_fast.techniques import geometric_ratio, langevin_step_lr
 from ncsn_fast.validation import check_positive
 
@@ -254,9 +254,9 @@ def heun(
         raise ValueError(f"churn: must be ≥ 0, got {churn}")
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    N = (corrector.solver_budget(nfe, "heun", 3) + 1) // 2
-    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, N, rho)
-    corrector.bind(sigmas)
+    levels = lambda budget: (budget + 1) // 2  # noqa: E731
+    sigmas = solver_schedule(corrector, "heun", 3, nfe, schedule, sigma_max, sigma_min, rho, levels)
+    N = len(sigmas) - 1
     bar = runtime.progress_bar(2 * N - 1 + corrector.evaluations, "heun", progress)
     for i in range(N):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
@@ -302,9 +302,7 @@ def euler(
     min_nfe("euler", nfe, 1)
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    steps = corrector.solver_budget(nfe, "euler", 1)
-    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, steps, rho)
-    corrector.bind(sigmas)
+    sigmas = solver_schedule(corrector, "euler", 1, nfe, schedule, sigma_max, sigma_min, rho)
     bar = runtime.progress_bar(nfe, "euler", progress)
     for i in range(len(sigmas) - 1):
         s_cur, s_next = sigmas[i], sigmas[i + 1]
