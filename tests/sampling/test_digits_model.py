@@ -70,22 +70,24 @@ def test_bf16_sampling_drift_from_fp32_at_a_fixed_seed(classifier):
 
 
 @pytest.mark.slow
-def test_the_recommended_sampler_at_a_tenth_of_the_evaluations(classifier):
-    """The recommended sampler for 25 evaluations (a tenth of ALD's 246) on 500 samples.
+@pytest.mark.parametrize("nfe", [10, 25])
+def test_the_recommended_sampler_at_a_tenth_of_the_evaluations(classifier, nfe):
+    """The recommended sampler for 10 and 25 evaluations on 500 samples (seed 0; the docs' table is seed 1).
 
-    Measured (seed 0, this test): see docs/sampling.md. The issue asked for ≥ 0.85 confident; every
-    sampler here at ≤ 25 evaluations measured 0.78–0.86 on 100–300 samples while ALD's full schedule measures
-    0.89–0.91, so the bar asserted is the one the measurements support, with the class coverage of ALD's.
+    Measured in docs/sampling.md (seed 1, 500 samples, one run with ALD's full schedule at 0.866): 0.900 at 10 and
+    0.846 at 25 (issue 25 asked ≥ 90% and ≥ 97% of ALD's figure); the bar asserted, 0.80, is ALD's figure less about
+    four standard errors of a 500-sample fraction, with ALD's class coverage.
     """
     from ncsn_fast.sampling import SamplingPlan, recommended, sample_batches
 
     model, cfg = load_pretrained("digits")
     model = model.to(memory_format=torch.channels_last)
-    name, options = recommended(25)
-    plan = SamplingPlan(sampler=name, nfe=25, options=options, seed=0)
+    name, options = recommended(nfe)
+    plan = SamplingPlan(sampler=name, nfe=nfe, options=options, seed=0)
     samples = torch.cat([b.images for b in sample_batches(model, cfg, plan, 500, 100, progress=False)])
     report = score_digit_samples(samples, classifier=classifier)
-    print(f"\n{name} at 25 NFE: {report.confident_fraction:.3f} confident, min class {report.min_class_share:.3f}")
+    print(f"\n{name} {options} at {nfe} NFE: {report.confident_fraction:.3f} confident, min class "
+          f"{report.min_class_share:.3f}")  # fmt: skip
     print("class shares:", [round(s, 3) for s in report.class_shares])
-    assert report.confident_fraction >= 0.78
+    assert report.confident_fraction >= 0.80
     assert report.min_class_share >= 0.04

@@ -149,18 +149,24 @@ def test_adaptive_takes_fewer_evaluations_as_the_tolerance_loosens():
     assert all(err <= max(0.02, 2 * rel) for err, rel in zip(errors, (0.005, 0.02, 0.1), strict=True)), errors
 
 
-def test_the_recommended_sampler_finds_the_mixtures_modes_at_25_evaluations():
+@pytest.mark.parametrize(("nfe", "weight", "mean", "std"), [(10, 0.03, 0.03, 0.05), (15, 0.02, 0.02, 0.03),
+                                                          (25, 0.02, 0.02, 0.03), (50, 0.02, 0.02, 0.05)])  # fmt: skip
+def test_the_recommended_sampler_finds_the_mixtures_modes(nfe, weight, mean, std):
+    """The recommended sampler per budget on the 64-D three-mode mixture (closed form), 4000 samples. Measured
+    (docs/sampling.md): 0.025/2.7%/3.7% (weight, mean, std errors) at 10 — issue 25's 0.02 and 2% are not met there
+    by any stochastic sampler (ipndm order 3 meets them, 0.016/2.0%/1.7%, but leaves the digits speckled) —,
+    0.011/1.2%/0.6% at 15, 0.005/1.0%/1.4% at 25, 0.003/1.1%/4.0% at 50."""
     gm = GaussianMixture(dim=64, weights=(0.2, 0.3, 0.5))
     sigma_1 = T.initial_sigma(gm.sample(20000, torch.Generator().manual_seed(1)))
-    name, options = recommended(25)
+    name, options = recommended(nfe)
     x0 = prior_samples(4000, (64,), sigma_1, torch.Generator().manual_seed(2)).double()
     score = lambda x, s: gm.score_at(x, s.double())  # noqa: E731
-    out = get_sampler(name)(score, x0, 25, sigma_1, 0.01, torch.Generator().manual_seed(3), **options)
+    out = get_sampler(name)(score, x0, nfe, sigma_1, 0.01, torch.Generator().manual_seed(3), **options)
     rep = gm.report(out)
     for i, w in enumerate(gm.weights.tolist()):
-        assert abs(rep["weight"][i] - w) <= 0.03, rep
-        assert rep["mean_err"][i] <= 0.03, rep
-        assert abs(rep["std"][i] - 1.0) <= 0.10, rep
+        assert abs(rep["weight"][i] - w) <= weight, rep
+        assert rep["mean_err"][i] <= mean, rep
+        assert abs(rep["std"][i] - 1.0) <= std, rep
 
 
 @pytest.mark.skipif(len(FUSED) < 2, reason="needs two fused backends (the CPU extension and Triton)")
