@@ -63,6 +63,28 @@ def check_compile(name: str, value: Any) -> str | None:
     raise ValueError(f"{name}: unknown compile mode {value!r}; choose False, True, {', '.join(COMPILE_MODES)}")
 
 
+def compile_pays(device: torch.device | str, precision: str) -> str | None:
+    """None where a compiled network is faster than eager; else why not, in a few words — what ``--compile`` checks
+    before compiling (the library's :func:`inference_network` compiles whenever asked).
+
+    On a CPU only bf16/fp16 with matrix units (AMX / AVX-512 BF16 or FP16) pays: measured end to end on the bundled
+    model (AMD EPYC, AVX2, 2 cores, quiet, 2026-12-06), ``sample --nfe 25`` took 5.8–6.1 s eager and 7.1–7.9 s from
+    a cached AOT package (the Inductor runtime's import is more than the forwards save), ``sample --steps 5`` 28.9 s
+    against 30.4–33.6 s; issue 23's own AMX figures give fp32 compiled + frozen 77.8 against 78.6 ms per image
+    eager (CIFAR-10) and 3.27 against 3.17 (digits), bf16 15.0 against 20.5. On CUDA compiling pays (kernel
+    launches dominate small networks)."""
+    from ncsn_fast.precision import hardware_half
+
+    device = torch.device(device)
+    if device.type != "cpu":
+        return None
+    if precision == "fp32":
+        return "fp32 on a CPU: compiled is not faster than eager (oneDNN runs the convolutions either way)"
+    if not hardware_half(device, precision):
+        return f"{precision} on this CPU is emulated (no {precision} matrix units)"
+    return None
+
+
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where AOT packages live: ``cache_dir``, else $NCSN_FAST_CACHE_DIR, else $XDG_CACHE_HOME/ncsn-fast, else
     ~/.cache/ncsn-fast."""

@@ -259,6 +259,7 @@ def test_cli_compile_aot_reuses_the_cache(tmp_path, monkeypatch, capfd):
     from ncsn_fast.cli import main
 
     monkeypatch.setenv("NCSN_FAST_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("ncsn_fast.inference.compile_pays", lambda device, precision: None)  # as where it pays
     args = ["sample", "--nfe", "3", "--n", "2", "--quiet", "--compile", "aot"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert "ahead of time in" in capfd.readouterr().err
@@ -314,9 +315,33 @@ def test_a_plan_that_compiles_samples_through_the_inference_network(monkeypatch,
         return inference_network(m, precision)
 
     monkeypatch.setattr("ncsn_fast.inference.inference_network", build)
+    monkeypatch.setattr("ncsn_fast.inference.compile_pays", lambda device, precision: None)  # as where it pays
     cfg = model.config
     cfg.sampling.n_steps_each = 1
     plan = {"nfe": nfe, "seed": 3, "data_init": False}
     want = next(sample_batches(model, cfg, SamplingPlan(**plan), 2, 2, progress=False)).images
     got = next(sample_batches(model, cfg, SamplingPlan(**plan, compile="aot"), 2, 2, progress=False)).images
     assert built == [(model, "fp32", "aot")] and torch.equal(got, want)
+
+
+def test_compile_where_it_does_not_pay_says_so_and_runs_eager(monkeypatch, tmp_path, capfd):
+    """Issue 23: ``--compile`` must not be slower than eager. On a CPU in fp32 (measured slower end to end, see
+    :func:`ncsn_fast.inference.compile_pays`) the command warns in one line and samples eagerly: nothing compiled,
+    the samples equal the eager run's."""
+    from ncsn_fast.cli import main
+    from ncsn_fast.inference import compile_pays
+
+    assert compile_pays("cpu", "fp32").startswith("fp32 on a CPU")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compiled where it does not pay")
+
+    monkeypatch.setattr("ncsn_fast.inference.inference_network", refuse)
+    args = ["sample", "--nfe", "3", "--n", "2", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "eager")]) == 0
+    capfd.readouterr()
+    assert main([*args, "--compile", "aot", "--out", str(tmp_path / "c")]) == 0
+    warned = [line for line in capfd.readouterr().err.splitlines() if "compile:" in line]
+    assert len(warned) == 1 and warned[0].endswith("; running eager"), warned
+    a, b = torch.load(tmp_path / "eager" / "samples.pt"), torch.load(tmp_path / "c" / "samples.pt")
+    assert torch.equal(a, b)

@@ -268,9 +268,13 @@ def sample_batches(
     bar = runtime.progress_bar(len(mine) * resolved.nfe + (len(mine) if both_modes else 0), "sampling", progress)
     rt = {"precision": p.precision, "backend": p.backend, "cuda_graphs": p.cuda_graphs}
     if p.compile not in (False, None):
-        from ncsn_fast.inference import inference_network
+        from ncsn_fast.inference import compile_pays, inference_network
 
-        model = inference_network(model, p.precision, p.compile, device)  # samplers take it as it is
+        why = compile_pays(device, p.precision)
+        if why is None:
+            model = inference_network(model, p.precision, p.compile, device)  # samplers take it as it is
+        else:  # issue 23: --compile is never slower than eager; where it would be, it says so and runs eager
+            warnings.warn(f"compile: {why}; running eager", stacklevel=2)
     try:
         for b in mine:
             gen = torch.Generator().manual_seed(batch_seed(p.seed, b))
