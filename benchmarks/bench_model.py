@@ -9,7 +9,10 @@
 - reference-bf16-autocast: the official computation under bf16 autocast;
 - fused-bf16-autocast: ours (channels-last) under bf16 autocast (every weight re-cast on every call);
 - fused-bf16-weights: ours with bf16 weights converted once (`precision.half_network`: the samplers' bf16 path);
-- fused-bf16-frozen: that under torch.compile with Inductor's `freezing` (weights folded and prepacked).
+- fused-bf16-frozen: that under torch.compile with Inductor's `freezing` (weights folded and prepacked);
+- inference-{fp32,bf16}-{jit,aot}: `ncsn_fast.inference_network(model, precision, compile=…)`, what every sampler and
+  `--compile` run (aot: the package from the user's cache, compiled on the first call when missing; the first-call
+  cost in `first_call_s` is then the compile, else the load).
 
 Each line of the summary also gives the achieved GFLOP/s (the model's FLOPs counted by torch's FlopCounterMode)
 as a fraction of this machine's 3×3 convolution peak in the provider's precision, measured in the same run
@@ -42,6 +45,10 @@ PROVIDERS = [
     "fused-bf16-autocast",
     "fused-bf16-weights",
     "fused-bf16-frozen",
+    "inference-fp32-jit",
+    "inference-fp32-aot",
+    "inference-bf16-jit",
+    "inference-bf16-aot",
 ]
 _TRUTH: dict[bool, tuple[torch.Tensor, float]] = {}  # quick -> (reference fp32 output, FLOPs per image)
 
@@ -75,7 +82,7 @@ def _setup(quick: bool, provider: str):
     ctx = contextlib.nullcontext
     if provider.startswith("reference") or provider == "compiled":
         ctx = lambda: use_backend("reference")  # noqa: E731
-    if provider not in ("reference", "compiled", "fused", "reference-bf16-autocast"):
+    if provider not in ("reference", "compiled", "fused", "reference-bf16-autocast") and not provider.startswith("inf"):
         model = model.to(memory_format=torch.channels_last)
         x = x.to(memory_format=torch.channels_last)
     if provider.endswith("bf16-autocast"):
@@ -83,7 +90,11 @@ def _setup(quick: bool, provider: str):
         ctx = lambda: _both(inner(), torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16))  # noqa: E731
     if provider in ("fused-bf16-weights", "fused-bf16-frozen"):
         model = half_network(model, "bf16")
-    if provider == "compiled":
+    if provider.startswith("inference-"):
+        _, precision, mode = provider.split("-")
+        model = nf.inference_network(model.to(memory_format=torch.channels_last), precision, mode, torch.device(DEVICE))
+        x = x.contiguous()  # the inference network takes float32 NCHW and lays it out itself
+    elif provider == "compiled":
         model = torch.compile(model)
     elif provider == "fused-compiled":
         model = torch.compile(model, fullgraph=True)
@@ -103,7 +114,7 @@ def _both(a, b):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_model_forward(benchmark, quick, provider):
-    if quick and provider.endswith(("compiled", "frozen")):
+    if quick and provider.endswith(("compiled", "frozen", "jit", "aot")):
         pytest.skip("quick mode: compiling the model takes minutes on a CPU")
     ceilings = machine_ceilings(DEVICE, quick)
     truth, flops = _truth(quick)
@@ -130,5 +141,7 @@ def test_model_forward(benchmark, quick, provider):
     peak = "conv3x3 bf16" if "bf16" in provider else "conv3x3 fp32"
     benchmark.extra_info.update(first_call_s=round(first, 1), batch=batch, rel_err_vs_reference_fp32=err,
                                 gflop_per_image=flops / 1e9, ceilings=dict(ceilings))  # fmt: skip
+    if provider.startswith("inference-"):  # whether the first call compiled or loaded a cached package
+        benchmark.extra_info.update(compiles=getattr(model, "compiles", None), loads=getattr(model, "loads", None))
     note = f"rel.err {err:.1e} vs reference fp32"
     record(benchmark.group, provider, benchmark.stats.stats.mean / batch, "sample", flops=flops, peak=peak, note=note)

@@ -20,12 +20,13 @@ included); the checks of σ (read on the host) and Technique 3's division by σ 
   and the ncsn-fast version. A later run loads the package (0.1 s) instead of compiling; an unreadable package is
   rebuilt with a one-line warning.
 
-When it pays (``scripts/bench_inference.py``; AMD EPYC AVX2, 2 cores shared with other jobs; the digits model,
-batch 36, fp32, the paths' calls interleaved): 1 thread — eager 388, jit 267, aot 256 ms per call; 2 threads at a
-load of ~4 — eager 1504, jit 1196, aot 941 ms. The first call compiles: jit 37–88 s, aot 42–45 s; a cached package
-then loads in 0.10 s. Compiled fp32 is not slower than eager on this CPU without bf16 units, so ``compile`` runs as
-asked (no eager fallback). jit pays its compile back after some 300–700 calls (an FID run makes thousands); a cached
-aot package pays at once.
+When it pays: in-process (``scripts/bench_inference.py``; AMD EPYC AVX2, 2 cores shared with other jobs; the
+digits model, batch 36, fp32, the paths' calls interleaved) 1 thread — eager 388, jit 267, aot 256 ms per call; 2
+threads at a load of ~4 — eager 1504, jit 1196, aot 941 ms. The first call compiles: jit 37–88 s, aot 42–45 s; a
+cached package then loads in 0.10 s. End to end in fresh processes on a quiet machine the gain does not survive
+(``sample --nfe 25`` 5.8–6.1 s eager, 7.1–7.9 s from a cached package; ``--steps 5`` 28.9 against 30.4–33.6 s:
+importing the Inductor runtime costs more than the forwards save), so ``--compile`` runs eager, saying why, on a CPU
+in fp32 or emulated bf16/fp16 (:func:`compile_pays`); this function itself compiles whenever asked.
 
 A compiled network holds a copy of the weights taken when it is built: changing the model afterwards does not
 change it (an eager fp32 network is the model itself).
