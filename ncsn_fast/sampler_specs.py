@@ -122,7 +122,7 @@ SPECS: dict[str, SamplerSpec] = {
             "UniPC (Zhao et al. 2023): unified predictor–corrector, data prediction, B(h) variants bh1/bh2, "
             "order ≤ 3",
             "nfe", _corrected(2), (
-                RHO, _opt("order", int, 3, "order of the predictor and corrector (1–3)", "positive_int"),
+                RHO, _opt("order", int, 3, "order of the predictor and corrector (1–3)"),
                 _opt("variant", str, "bh2", "B(h): bh1 = h, bh2 = e^h − 1", choices=("bh1", "bh2")),
                 SCHEDULE, *CORRECTOR,
             ), "ode",
@@ -132,7 +132,7 @@ SPECS: dict[str, SamplerSpec] = {
             "improved PNDM (Zhang & Chen 2023): Adams–Bashforth on dx/dσ = (x − D)/σ, order ≤ 4 with lower-order "
             "warm-up",
             "nfe", _corrected(2), (
-                RHO, _opt("order", int, 4, "multistep order (1–4)", "positive_int"), SCHEDULE, *CORRECTOR,
+                RHO, _opt("order", int, 4, "multistep order (1–4)"), SCHEDULE, *CORRECTOR,
             ), "ode",
         ),
         SamplerSpec(

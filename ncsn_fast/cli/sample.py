@@ -85,6 +85,7 @@ def _check_args(args: argparse.Namespace) -> None:
     chosen, explicit = f"--sampler {args.sampler}", args.sampler is not None
     if args.sampler is None:
         args.sampler = "ald"
+        chosen = "ald (the default sampler, on the config's own schedule)"
         if args.nfe is not None:  # the recommended sampler for the budget (ncsn_fast.sampling.recommended)
             from ncsn_fast.sampling import recommended
 

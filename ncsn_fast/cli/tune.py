@@ -18,19 +18,27 @@ def register(sub: Any) -> None:
         help="tune a noise schedule to the model (Align Your Steps) and store it beside the weights",
     )
     common.add_model_args(s)
-    s.add_argument("--nfe", type=int, required=True, help="number of noise levels σ_max … σ_min (the sampler's steps)")
+    s.add_argument(
+        "--nfe",
+        type=int,
+        required=True,
+        help="number of noise levels σ_max … σ_min: the sampler's steps (its evaluations less any "
+        "corrector steps; heun: (nfe + 1)/2)",
+    )
     s.add_argument("--solver", default="sde", choices=["sde", "ode"], help="sampler family (default sde: the KLUB)")
     s.add_argument("--data", help="dataset folder (not needed for digits)")
-    s.add_argument("--init", default="karras", choices=["karras", "geometric"], help="starting schedule")
-    s.add_argument("--iterations", type=int, default=4, help="at most this many rounds of coordinate descent")
-    s.add_argument("--samples", type=int, default=16, help="Monte Carlo draws per candidate σ")
+    s.add_argument(
+        "--init", default="karras", choices=["karras", "geometric"], help="starting schedule (default karras)"
+    )
+    s.add_argument("--iterations", type=int, default=4, help="at most this many rounds of coordinate descent (4)")
+    s.add_argument("--samples", type=int, default=16, help="Monte Carlo draws per candidate σ (default 16)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=run, flag_names={"data_root": "--data", "data": "--data"})
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    common.positive_int("--nfe", args.nfe, 2)
+    common.positive_int("--nfe", args.nfe, 3)  # 2 levels are σ_max and σ_min: nothing to tune
     common.positive_int("--iterations", args.iterations)
     common.positive_int("--samples", args.samples)
     common.positive_int("--seed", args.seed, 0)

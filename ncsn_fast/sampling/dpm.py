@@ -23,6 +23,7 @@ from ncsn_fast.sampling import runtime
 from ncsn_fast.sampling.correctors import LangevinCorrector, solver_schedule
 from ncsn_fast.sampling.runtime import Score
 from ncsn_fast.sampling.samplers import denoised, min_nfe, prepare
+from ncsn_fast.validation import check_positive
 
 
 @torch.no_grad()
@@ -112,7 +113,7 @@ def dpmpp_2m_sde(
     and variance are reproduced at a generous NFE (the tests).
     """
     min_nfe("dpmpp_2m_sde", nfe, 2)
-    if not 0 <= eta <= 1:
+    if not 0 <= check_positive("eta", eta, allow_zero=True) <= 1:
         raise ValueError(f"eta: must be in [0, 1], got {eta}")
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)

@@ -81,10 +81,30 @@ class SamplingPlan:
             opts = {**self.options, "n_steps_each": self.n_steps_each or 5}
             least = minimum_nfe(self.sampler, **opts)
             if (self.nfe if self.nfe is not None else 100) < least:
-                raise ValueError(
-                    f"nfe: the {self.sampler} sampler needs at least {least} score evaluations, got {self.nfe}"
+                steps = self.options.get("corrector_steps") or 0
+                with_corrector = (
+                    f" with {steps} corrector steps at {self.options.get('corrector_levels') or 1} levels"
+                    if steps
+                    else ""
                 )
+                raise ValueError(
+                    f"nfe: the {self.sampler} sampler needs at least {least} score evaluations{with_corrector}, "
+                    f"got {self.nfe}"
+                )
+        self._check_options_take_effect()
         return self
+
+    def _check_options_take_effect(self) -> None:
+        """An option that would change nothing is an error naming it and what it goes with: the corrector's levels or
+        SNR without its steps, ρ with a schedule other than Karras'."""
+        o = self.options
+        if not o.get("corrector_steps"):
+            for name in ("corrector_levels", "corrector_snr"):
+                if o.get(name) is not None:
+                    raise ValueError(f"{name}: goes with corrector_steps ≥ 1 (no corrector runs without steps)")
+        if o.get("rho") is not None and o.get("schedule", "karras") != "karras":
+            what = o["schedule"] if isinstance(o["schedule"], str) else "a given list"
+            raise ValueError(f"rho: shapes the karras schedule only, not schedule {what}")
 
     @property
     def budget(self) -> bool:
@@ -186,7 +206,7 @@ class ResolvedPlan:
 def _short(value: Any) -> str:
     """An option for a one-line description: a schedule given as a list as its range and length."""
     if isinstance(value, (list, tuple)) and len(value) > 3:
-        return f"[{value[0]:.4g} … {value[-1]:.4g}]({len(value)} levels)"
+        return f"[{value[0]:.4g} … {value[-1]:.4g}] ({len(value)} levels)"
     return str(value)
 
 

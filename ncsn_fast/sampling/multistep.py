@@ -26,6 +26,7 @@ from ncsn_fast.sampling import runtime
 from ncsn_fast.sampling.correctors import LangevinCorrector, solver_schedule
 from ncsn_fast.sampling.runtime import Score
 from ncsn_fast.sampling.samplers import denoised, min_nfe, prepare
+from ncsn_fast.validation import check_positive
 
 # Adams–Bashforth coefficients for orders 1–4, newest derivative first (iPNDM; Zhang & Chen 2023, Eq. (29)).
 AB_COEFFICIENTS = (
@@ -84,7 +85,7 @@ def dpmpp_3m_sde(
     η outside [0, 1] (``eta``); FloatingPointError if the chain diverges.
     """
     min_nfe("dpmpp_3m_sde", nfe, 2)
-    if not 0 <= eta <= 1:
+    if not 0 <= check_positive("eta", eta, allow_zero=True) <= 1:
         raise ValueError(f"eta: must be in [0, 1], got {eta}")
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)

@@ -34,7 +34,9 @@ from ncsn_fast.validation import check_positive
 
 
 def min_nfe(name: str, nfe: int, minimum: int) -> None:
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < minimum:
+    if isinstance(nfe, bool) or not isinstance(nfe, int):
+        raise TypeError(f"nfe: expected an integer number of score evaluations, got {nfe!r}")
+    if nfe < minimum:
         raise ValueError(f"nfe: the {name} sampler needs at least {minimum} score evaluations, got {nfe}")
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from ncsn_fast.techniques import geometric_ratio, langevin_step_lr, step_lr_objective
+from ncsn_fast.validation import check_positive
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> torch.Tensor:
@@ -51,6 +52,7 @@ def solver_sigmas(
     as given. ValueError naming ``schedule`` for an unknown name, a wrong length or a non-decreasing list."""
     if isinstance(schedule, str):
         if schedule == "karras":
+            check_positive("rho", rho)
             return karras_sigmas(sigma_max, sigma_min, n, rho).tolist() if n > 1 else [float(sigma_max), 0.0]
         if schedule == "geometric":
             return geometric_sigmas(sigma_max, sigma_min, n).tolist() + [0.0]
@@ -58,9 +60,18 @@ def solver_sigmas(
         raise ValueError(
             f"schedule: unknown schedule {schedule!r}{why}; choose one of {', '.join(SCHEDULES)} or a list"
         )
+    if not isinstance(schedule, (Sequence, torch.Tensor)) or (
+        not isinstance(schedule, torch.Tensor) and not all(isinstance(v, (int, float)) for v in schedule)
+    ):
+        raise TypeError(f"schedule: expected karras, geometric or a list of σ (floats), got {schedule!r}")
     s = check_sigmas(schedule, "schedule").double().tolist()
     if len(s) != n:
-        raise ValueError(f"schedule: {n} steps need {n} noise levels, got {len(s)}")
+        raise ValueError(f"schedule: {n} steps need {n} noise levels, got {len(s)} (nfe less any corrector steps)")
+    if s[0] > sigma_max * (1 + 1e-6) or s[-1] < sigma_min * (1 - 1e-6):
+        raise ValueError(
+            f"schedule: the levels must lie in [sigma_min, sigma_max] = [{sigma_min:.4g}, {sigma_max:.4g}], got "
+            f"{s[0]:.4g} … {s[-1]:.4g}"
+        )
     return s + [0.0]
 
 

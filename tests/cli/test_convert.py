@@ -129,7 +129,8 @@ def test_a_save_pretrained_folder_converts_to_the_same_tensors(tmp_path, capsys,
 
 def test_the_bundled_model_is_a_pickle_free_folder(no_torch_load):
     folder = pretrained_path("digits")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "model.safetensors"]
+    # the tuned noise schedules (ncsn-fast tune-schedule) ride along as JSON
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "model.safetensors", "schedules.json"]
     header, meta = safetensors_header(folder / "model.safetensors")
     assert meta["weights"] == "ema" and header
     model, cfg = nf.load_pretrained()

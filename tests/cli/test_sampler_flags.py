@@ -236,3 +236,24 @@ def test_the_command_line_reports_the_step_size(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if "Eq. (6)" in line]
     assert code in (0, 1) and len(lines) == 1, lines  # the chain explodes: a finite grid or "diverged"
     assert lines[0].startswith("ncsn-fast: warning: step_lr: ") and "8.99e+41" in lines[0]
+
+
+NEW_CASES = [
+    (["--order", "2"], "--order: an option of unipc, ipndm, not of ald (the default sampler, on the config's own "
+     "schedule), which takes --steps, --step-lr, --denoise/--no-denoise"),
+    (["--nfe", "3", "--corrector-steps", "2", "--corrector-levels", "2"], "--nfe: the dpmpp_2m_sde sampler needs at "
+     "least 6 score evaluations with 2 corrector steps at 2 levels, got 3"),
+    (["--nfe", "10", "--corrector-levels", "3"], "--corrector-levels: goes with corrector_steps ≥ 1 (no corrector "
+     "runs without steps)"),
+    (["--nfe", "10", "--rho", "3", "--schedule", "geometric"], "--rho: shapes the karras schedule only, not schedule "
+     "geometric"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args,line", NEW_CASES, ids=[" ".join(a) for a, _ in NEW_CASES])
+def test_issue_25_options_that_would_mislead_are_one_line(args, line, tmp_path, capsys, no_model):
+    """Found by trying the corrector and schedule flags as a new user: the default sampler is named, a budget error
+    says the corrector's share, and options that would change nothing are refused."""
+    assert main(["sample", "--quiet", *args, "--out", str(tmp_path / "o")]) == 2
+    assert error_lines(capsys) == [f"ncsn-fast: error: {line}"]
+    assert not (tmp_path / "o").exists()

@@ -160,3 +160,22 @@ def ncsn_pretrained_folder():
     from ncsn_fast.pretrained import pretrained_path
 
     return pretrained_path("digits")
+
+
+def test_bad_schedules_and_types_name_the_argument():
+    g = Gaussian(dim=4, s=0.5)
+    x0 = torch.randn(4, 4, dtype=torch.float64)
+    run = get_sampler("unipc")
+    for kwargs, error, match in [
+        ({"schedule": None}, TypeError, r"^schedule: expected karras, geometric or a list of σ \(floats\), got None"),
+        ({"schedule": 3}, TypeError, r"^schedule: expected karras, geometric or a list"),
+        ({"schedule": ["8", 4.0, 1.0]}, TypeError, r"^schedule: expected karras, geometric or a list"),
+        ({"rho": "7"}, TypeError, r"^rho: expected a number, got '7'"),
+        ({"nfe": "10"}, TypeError, r"^nfe: expected an integer number of score evaluations, got '10'"),
+        ({"schedule": [50.0, 10.0, 1.0]}, ValueError, r"^schedule: the levels must lie in \[sigma_min, sigma_max\]"),
+    ]:
+        args = {"nfe": 3, **kwargs}
+        with pytest.raises(error, match=match):
+            run(g.score, x0, args.pop("nfe"), 10.0, 0.01, **args)
+    with pytest.raises(TypeError, match=r"^eta: expected a number, got '1'"):
+        get_sampler("dpmpp_3m_sde")(g.score, x0, 3, 10.0, 0.01, eta="1")
