@@ -272,7 +272,7 @@ def test_cli_tunes_and_stores(tiny_ckpt, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--nfe", 1], "--nfe: must be at least 2, got 1"),
+        (["--nfe", 2], "--nfe: must be at least 3, got 2"),  # 2 levels: σ_max and σ_min, nothing to tune
         (["--nfe", 4, "--samples", 0], "--samples: must be at least 1, got 0"),
         (["--nfe", 4, "--data", "/no/such/folder"], "--data: no such folder"),
         (["--nfe", 4, "--seed", -1], "--seed: must be at least 0, got -1"),
