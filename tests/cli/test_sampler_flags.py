@@ -96,7 +96,9 @@ def test_an_option_the_sampler_does_not_take_is_one_line(sampler, option, tmp_pa
 
 @pytest.mark.parametrize("sampler,option", TAKEN, ids=[f"{s}-{o}" for s, o in TAKEN])
 def test_an_option_the_sampler_takes_passes_both_checks(sampler, option):
-    args = build_parser().parse_args(["sample", "--sampler", sampler, "--nfe", "20", *TYPED[option]])
+    # the corrector's levels and SNR go with its steps (alone they would change nothing: refused, NEW_CASES below)
+    steps = ["--corrector-steps", "1"] if option in ("corrector_levels", "corrector_snr") else []
+    args = build_parser().parse_args(["sample", "--sampler", sampler, "--nfe", "20", *TYPED[option], *steps])
     sample_cli._check_args(args)
     common.sampling_plan(args)  # the library's check (SamplingPlan.check) agrees
 
