@@ -114,8 +114,3 @@ def solver_schedule(
     sigmas = solver_sigmas(schedule, sigma_max, sigma_min, levels(corrector.solver_budget(nfe, sampler, minimum)), rho)
     corrector.bind(sigmas)
     return sigmas
-
-
-def corrector_of(steps: int = 0, levels: int = 1, snr: float | None = None) -> LangevinCorrector:
-    """The corrector of a solver's ``corrector_steps``, ``corrector_levels``, ``corrector_snr`` options."""
-    return LangevinCorrector(steps, levels, snr)
