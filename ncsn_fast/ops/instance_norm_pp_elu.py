@@ -87,6 +87,50 @@ def instance_norm_pp_elu(
     return torch.ops.ncsn_fast.instance_norm_pp_elu(x, alpha, gamma, beta, eps, apply_elu)[0]
 
 
+def decomposition(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor | None,
+    eps: float,
+    apply_elu: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``ncsn_fast::instance_norm_pp_elu`` in aten ops, for a compiler to lower and fuse with its neighbours (issue
+    23): the kernels' two passes as they compute them — μ, σ² (biased) and r = 1/√(σ² + ε) per (n, c) in float32
+    (float64 for float64 x), u = (μ − m)/√(v + ε) over channels (v unbiased), then y = ELU(γ r (x − μ) + γ α u + β)
+    rounded once to x's dtype. Returns (y, μ, r) as the op does (the backward saves μ and r). In float32 it equals
+    the reference within 1e-6 relative (tests/ops/test_instance_norm_pp_elu.py).
+
+    Used by :func:`inductor_decompositions`; eager code calls the fused op."""
+    n, c = x.shape[:2]
+    stat = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xs = x.to(stat)
+    var, mean = torch.var_mean(xs, dim=(2, 3), correction=0)
+    rstd = torch.rsqrt(var + eps)
+    v, m = torch.var_mean(mean, dim=1, keepdim=True, correction=1)
+    u = (mean - m) * torch.rsqrt(v + eps)
+    g = gamma.to(stat).expand(n, c)
+    b = g * alpha.to(stat).expand(n, c) * u
+    if beta is not None:
+        b = b + beta.to(stat).expand(n, c)
+    z = (g * rstd)[..., None, None] * (xs - mean[..., None, None]) + b[..., None, None]
+    y = torch.nn.functional.elu(z) if apply_elu else z
+    return y.to(x.dtype), mean, rstd
+
+
+def inductor_decompositions() -> dict:
+    """``{op overload: decomposition}`` for the compiled extension's and the Triton op (those registered here):
+    pass to ``torch._inductor.compile_fx.compile_fx(decompositions=…)`` or ``ExportedProgram.run_decompositions``
+    so that Inductor lowers InstanceNorm++ + ELU instead of calling the kernel (:mod:`ncsn_fast.inference`'s
+    ``lower_norm``)."""
+    ops = {}
+    if _backend.extension_error() is None and hasattr(torch.ops.ncsn_fast, OP):
+        ops[torch.ops.ncsn_fast.instance_norm_pp_elu.default] = decomposition
+    if _triton_defined:
+        ops[torch.ops.ncsn_fast.instance_norm_pp_elu_triton.default] = decomposition
+    return ops
+
+
 # ------------------------------------------------------------------------------------- fake kernels and autograd
 def _fake_forward(x, alpha, gamma, beta, eps, apply_elu):
     n, c = x.shape[:2]

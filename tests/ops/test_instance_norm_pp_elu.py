@@ -16,6 +16,7 @@ import torch
 
 from ncsn_fast.ops import _backend, instance_norm_pp_elu, reference
 from ncsn_fast.ops._backend import use_backend
+from ncsn_fast.ops.instance_norm_pp_elu import decomposition, inductor_decompositions
 from tests.conftest import REPO, cpu_backends, rel_err
 
 FUSED = [b for b in cpu_backends() if b != "reference"]
@@ -233,6 +234,67 @@ def test_compile_fullgraph_matches_eager():
     ins_c = [t.clone().requires_grad_() for t in (x, a, g, b)]
     f(*ins_e).backward()
     compiled(*ins_c).backward()
+    for e, c in zip(ins_e, ins_c, strict=True):
+        assert rel_err(c.grad, e.grad) <= 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("per_sample", [False, True], ids=["params_C", "params_NC"])
+def test_decomposition_matches_reference_and_the_kernels_statistics(shape, per_sample):
+    """The aten form Inductor lowers (``lower_norm``): the reference's output, the kernels' saved μ and 1/σ."""
+    x, a, g, b = make_inputs(shape, shape[0] if per_sample else None)
+    for apply_elu in (True, False):
+        for beta in (b, None):
+            want = truth(x, a, g, beta, apply_elu)
+            for name, xl in layouts(x).items():
+                out, mean, rstd = decomposition(xl, a, g, beta, 1e-5, apply_elu)
+                assert out.dtype == x.dtype and rel_err(out, want) <= 1e-5, (name, apply_elu)
+                xd = x.double()
+                assert rel_err(mean, xd.mean(dim=(2, 3))) <= 1e-6
+                assert rel_err(rstd, (xd.var(dim=(2, 3), unbiased=False) + 1e-5).rsqrt()) <= 1e-5
+    if "cpu" in FUSED:  # the same three outputs as the compiled op, which the backward reads
+        ops = torch.ops.ncsn_fast.instance_norm_pp_elu(x, a, g, b, 1e-5, True)
+        for got, kernel in zip(decomposition(x, a, g, b, 1e-5, True), ops, strict=True):
+            assert rel_err(got, kernel) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_decomposition_low_precision_within_twice_the_reference_error(dtype):
+    x, a, g, b = make_inputs((2, 16, 12, 12))
+    want = truth(x, a, g, b, True)
+    xl, al, gl, bl = (t.to(dtype) for t in (x, a, g, b))
+    out = decomposition(xl, al, gl, bl, 1e-5, True)[0]
+    ref_low = reference.instance_norm_pp_elu(xl, al, gl, bl, 1e-5, apply_elu=True)
+    assert out.dtype == dtype and rel_err(out, want) <= 2 * rel_err(ref_low, want) + 1e-4
+
+
+@pytest.mark.skipif("cpu" not in FUSED, reason="the CPU extension is not built")
+def test_inductor_lowers_the_op_and_keeps_forward_and_gradients():
+    """Compiled with inductor_decompositions(): no call of the kernel's forward left, values and gradients as eager
+    (the backward stays the fused backward op, fed the decomposition's μ and 1/σ)."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append([n.target for n in gm.graph.nodes if n.op == "call_function"])
+        table = {**select_decomp_table(), **inductor_decompositions()}
+        return compile_fx(gm, example_inputs, decompositions=table)
+
+    x, a, g, b = make_inputs((2, 6, 8, 8), 2)
+
+    def f(x, a, g, b):
+        return (instance_norm_pp_elu(x * 1.5, a, g, b) ** 2).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend=backend)
+    ins_e = [t.clone().requires_grad_() for t in (x, a, g, b)]
+    ins_c = [t.clone().requires_grad_() for t in (x, a, g, b)]
+    f(*ins_e).backward()
+    out = compiled(*ins_c)
+    out.backward()
+    assert torch.ops.ncsn_fast.instance_norm_pp_elu.default in inductor_decompositions()
+    assert rel_err(out, f(*[t.detach() for t in ins_e])) <= 1e-5
     for e, c in zip(ins_e, ins_c, strict=True):
         assert rel_err(c.grad, e.grad) <= 1e-5
 
