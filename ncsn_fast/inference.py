@@ -20,13 +20,10 @@ included); the checks of σ (read on the host) and Technique 3's division by σ 
   and the ncsn-fast version. A later run loads the package (0.1 s) instead of compiling; an unreadable package is
   rebuilt with a one-line warning.
 
-When it pays: in-process (``scripts/bench_inference.py``; AMD EPYC AVX2, 2 cores shared with other jobs; the
-digits model, batch 36, fp32, the paths' calls interleaved) 1 thread — eager 388, jit 267, aot 256 ms per call; 2
-threads at a load of ~4 — eager 1504, jit 1196, aot 941 ms. The first call compiles: jit 37–88 s, aot 42–45 s; a
-cached package then loads in 0.10 s. End to end in fresh processes on a quiet machine the gain does not survive
-(``sample --nfe 25`` 5.8–6.1 s eager, 7.1–7.9 s from a cached package; ``--steps 5`` 28.9 against 30.4–33.6 s:
-importing the Inductor runtime costs more than the forwards save), so ``--compile`` runs eager, saying why, on a CPU
-in fp32 or emulated bf16/fp16 (:func:`compile_pays`); this function itself compiles whenever asked.
+When it pays: see :func:`compile_pays` (end to end, what ``--compile`` checks) and ``scripts/bench_inference.py``
+(in-process, the paths' calls interleaved). A cached package is loaded by AOTInductor's C++ loader, without
+importing Inductor (1.5–2.6 s of a command's startup on a CPU): with ``torch._inductor.aoti_load_package`` the
+package's gain did not survive end to end. The first call compiles: jit 20–90 s, aot 40–45 s on a 2-core CPU.
 
 A compiled network holds a copy of the weights taken when it is built: changing the model afterwards does not
 change it (an eager fp32 network is the model itself).
@@ -64,25 +61,26 @@ def check_compile(name: str, value: Any) -> str | None:
     raise ValueError(f"{name}: unknown compile mode {value!r}; choose False, True, {', '.join(COMPILE_MODES)}")
 
 
-def compile_pays(device: torch.device | str, precision: str) -> str | None:
-    """None where a compiled network is faster than eager; else why not, in a few words — what ``--compile`` checks
-    before compiling (the library's :func:`inference_network` compiles whenever asked).
+def compile_pays(device: torch.device | str, precision: str, mode: str = "aot") -> str | None:
+    """None where a network compiled in ``mode`` ("jit" or "aot") makes a command faster than eager; else why not,
+    in a few words — what ``--compile`` checks before compiling (the library's :func:`inference_network` compiles
+    whenever asked).
 
-    On a CPU only bf16/fp16 with matrix units (AMX / AVX-512 BF16 or FP16) pays: measured end to end on the bundled
-    model (AMD EPYC, AVX2, 2 cores, quiet, 2026-12-06), ``sample --nfe 25`` took 5.8–6.1 s eager and 7.1–7.9 s from
-    a cached AOT package (the Inductor runtime's import is more than the forwards save), ``sample --steps 5`` 28.9 s
-    against 30.4–33.6 s; issue 23's own AMX figures give fp32 compiled + frozen 77.8 against 78.6 ms per image
-    eager (CIFAR-10) and 3.27 against 3.17 (digits), bf16 15.0 against 20.5. On CUDA compiling pays (kernel
-    launches dominate small networks)."""
+    Measured end to end on the bundled model (AMD EPYC, AVX2, 2 cores, fresh processes, 2026-12-07; ``ncsn-fast
+    sample ARGS --quiet``): from a cached AOT package ``--steps 5`` took 29.6–34.7 s against 33.1–36.4 s eager and
+    ``--nfe 25`` 5.0–6.0 s against 5.2–6.6 s (the package is loaded by AOTInductor's C++ loader: no Inductor import).
+    ``jit`` compiles again in every process: ``--nfe 25`` 20.0–20.7 s, ``--steps 5`` 43.0 s. So on a CPU ``aot``
+    pays in fp32 and in bf16/fp16 with matrix units (AMX / AVX-512 BF16 or FP16), ``jit`` does not (a command is one
+    process), and an emulated bf16/fp16 never does. On CUDA both pay (kernel launches dominate small networks)."""
     from ncsn_fast.precision import hardware_half
 
     device = torch.device(device)
     if device.type != "cpu":
         return None
-    if precision == "fp32":
-        return "fp32 on a CPU: compiled is not faster than eager (oneDNN runs the convolutions either way)"
-    if not hardware_half(device, precision):
+    if precision != "fp32" and not hardware_half(device, precision):
         return f"{precision} on this CPU is emulated (no {precision} matrix units)"
+    if mode == "jit":
+        return "jit compiles again in every process on a CPU (20-40 s, more than it saves); --compile aot caches it"
     return None
 
 
@@ -117,7 +115,9 @@ def device_tag(device: torch.device) -> str:
     return device.type
 
 
-def cache_key(weights: str, shape: tuple, conditional: bool, precision: str, device: torch.device) -> str:
+def cache_key(
+    weights: str, shape: tuple, conditional: bool, precision: str, device: torch.device, lower_norm: bool = False
+) -> str:
     """The AOT cache key (hex): everything a compiled package depends on."""
     import ncsn_fast
 
@@ -129,7 +129,7 @@ def cache_key(weights: str, shape: tuple, conditional: bool, precision: str, dev
         device_tag(device),
         torch.__version__,
         ncsn_fast.__version__,
-    ]
+    ] + (["lower_norm"] if lower_norm else [])
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
@@ -153,9 +153,16 @@ class InferenceNetwork:
     ncsn_fast_inference = True  # runtime.network passes it through as it is (its precision is its own)
 
     def __init__(
-        self, model: torch.nn.Module, precision: str, mode: str | None, device: torch.device, cache_dir: Path | None
+        self,
+        model: torch.nn.Module,
+        precision: str,
+        mode: str | None,
+        device: torch.device,
+        cache_dir: Path | None,
+        lower_norm: bool = False,
     ) -> None:
         self.model, self.precision, self.mode, self.device = model, precision, mode, device
+        self.lower_norm = lower_norm
         self.dtype = check_precision("precision", precision) or torch.float32
         self.conditional = bool(getattr(model, "conditional", False))
         self.cache_dir = cache_dir
@@ -173,7 +180,9 @@ class InferenceNetwork:
         self.features = _Features(net.to(memory_format=fmt), self.dtype, fmt).eval()
         self.memory_format = fmt
         self._weights: str | None = None
-        if mode == "jit":
+        if mode == "jit" and lower_norm:
+            self._jit = torch.compile(self.features, backend=_inductor_lowering_norm, dynamic=False)
+        elif mode == "jit":
             self._jit = torch.compile(self.features, options={"freezing": True}, dynamic=False)
 
     # AOT with a dynamic batch dimension (one package for every batch size): off. On torch 2.14.1 the digits model
@@ -235,16 +244,14 @@ class InferenceNetwork:
 
     def _package(self, x: torch.Tensor, y: torch.Tensor | None) -> Any:
         """The AOT package of x's shape: loaded from the cache, else compiled, written atomically and loaded."""
-        import torch._inductor
-
         if self._weights is None:
             self._weights = weights_hash(self.model)
-        key = cache_key(self._weights, self._shape(x), self.conditional, self.precision, self.device)
+        key = cache_key(self._weights, self._shape(x), self.conditional, self.precision, self.device, self.lower_norm)
         path = cache_root(self.cache_dir) / f"{type(self.model).__name__.lower()}-{key}.pt2"
         self.paths[(self._shape(x), x.device)] = path
         if path.is_file():
             try:
-                fn = torch._inductor.aoti_load_package(str(path))
+                fn = self._load(path)
                 self.loads += 1
                 return fn
             except Exception as e:  # a torn or stale package: compile it again
@@ -252,7 +259,30 @@ class InferenceNetwork:
                 warnings.warn(f"ncsn-fast: cached package {path} is unreadable ({why}); rebuilding it", stacklevel=4)
         _compile_package(self, x, y, path)
         self.compiles += 1
-        return torch._inductor.aoti_load_package(str(path))
+        return self._load(path)
+
+    def _load(self, path: Path) -> Any:
+        """The package's runner, through AOTInductor's C++ loader: what ``torch._inductor.aoti_load_package`` does
+        for a package of one model taking and returning flat tensors, without importing Inductor (2–3 s of a
+        command's startup on a CPU)."""
+        index = self.device.index if self.device.type == "cuda" and self.device.index is not None else -1
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, index)
+
+        def run(*args: torch.Tensor) -> torch.Tensor:
+            return loader.boxed_run(list(args))[0]
+
+        return run
+
+
+def _inductor_lowering_norm(gm: torch.fx.GraphModule, example_inputs: list) -> Any:
+    """torch.compile backend: Inductor with freezing, InstanceNorm++ + ELU lowered from aten ops (``lower_norm``)."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    from ncsn_fast.ops.instance_norm_pp_elu import inductor_decompositions
+
+    table = {**select_decomp_table(), **inductor_decompositions()}
+    return compile_fx(gm, example_inputs, config_patches={"freezing": True}, decompositions=table)
 
 
 def _compile_package(net: InferenceNetwork, x: torch.Tensor, y: torch.Tensor | None, path: Path) -> None:
@@ -271,6 +301,10 @@ def _compile_package(net: InferenceNetwork, x: torch.Tensor, y: torch.Tensor | N
     args = (xs,) if y is None else (xs, y)
     with torch.no_grad():
         program = torch.export.export(net.features, args, dynamic_shapes=dynamic)
+        if net.lower_norm:
+            from ncsn_fast.ops.instance_norm_pp_elu import inductor_decompositions
+
+            program = program.run_decompositions(inductor_decompositions())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.pt2", dir=path.parent)
     os.close(fd)
@@ -296,20 +330,28 @@ def inference_network(
     compile: bool | str = False,
     device: torch.device | str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    lower_norm: bool = False,
 ) -> InferenceNetwork:
     """The ncsn-fast ``model`` for inference: ``net(x, c)`` (c = σ (N,) float or labels (N,) long) and
     ``net.score(x, σ)``, float32 in and out, in ``precision`` ("fp32", "bf16", "fp16"), eager (``compile=False``),
     compiled with Inductor and freezing (True or "jit") or as an AOT package from the cache ("aot"). ``device``
-    (default: the model's) is where it runs; ``cache_dir`` overrides the AOT cache folder. See
-    :mod:`ncsn_fast.inference`. Errors name the parameter."""
+    (default: the model's) is where it runs; ``cache_dir`` overrides the AOT cache folder. ``lower_norm`` (compiled
+    paths only): Inductor lowers InstanceNorm++ + ELU from aten ops
+    (:func:`ncsn_fast.ops.instance_norm_pp_elu.decomposition`), free to fuse it with its neighbours, instead of
+    calling the fused kernel — off by default: on an AVX2 CPU in fp32 it was slower (see :mod:`ncsn_fast.inference`).
+    See :mod:`ncsn_fast.inference`. Errors name the parameter."""
     from ncsn_fast.validation import describe
 
     if not (isinstance(model, torch.nn.Module) and callable(getattr(model, "features", None))):
         raise TypeError(f"model: expected an ncsn-fast model (NCSN/NCSNv2), got {describe(model)}")
     check_precision("precision", precision)
     mode = check_compile("compile", compile)
+    if not isinstance(lower_norm, bool):
+        raise TypeError(f"lower_norm: expected True or False, got {describe(lower_norm)}")
+    if lower_norm and mode is None:
+        raise ValueError("lower_norm: lowers the norm for a compiler; pass compile=True or 'aot' with it")
     weights = next(model.parameters())
     device = weights.device if device is None else torch.device(device)
     if device != weights.device:
         model = copy.deepcopy(model).to(device)
-    return InferenceNetwork(model, precision, mode, device, None if cache_dir is None else Path(cache_dir))
+    return InferenceNetwork(model, precision, mode, device, None if cache_dir is None else Path(cache_dir), lower_norm)

@@ -167,12 +167,13 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile",
         nargs="?",
-        const="jit",
+        const="aot",
         default=None,
         choices=["jit", "aot"],
-        help="compile the network: jit (torch.compile, Inductor, frozen weights; the default of a bare --compile) "
-        "or aot (an AOTInductor package cached under $NCSN_FAST_CACHE_DIR or ~/.cache/ncsn-fast, loaded by "
-        "later runs); see ncsn_fast.inference for when it pays",
+        help="compile the network: aot (the default of a bare --compile: Inductor with frozen weights, an "
+        "AOTInductor package cached under $NCSN_FAST_CACHE_DIR or ~/.cache/ncsn-fast; the first run compiles, "
+        "later runs load it) or jit (torch.compile in this process, compiled again by every run: on a CPU it "
+        "runs eager, saying why); see ncsn_fast.inference.compile_pays",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

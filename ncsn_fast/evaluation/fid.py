@@ -143,7 +143,7 @@ def fid(
     images = _gather(kept, world)
     resolved = plan.resolve(cfg, getattr(model, "conditional", False))
     protocol = {
-        **resolved.protocol(),
+        **resolved.protocol(device),
         **inception.protocol(),
         "n": n,
         "denoise": resolved.denoise,
@@ -278,7 +278,7 @@ def select_checkpoints(
                 for m, s in st.items()}  # fmt: skip
         selection.rows.append({"step": step, "ckpt": str(path), "fid": fids[False], "fid_denoised": fids[True]})
         resolved = plan.resolve(cfg, getattr(model, "conditional", False))
-        selection.protocol = {**resolved.protocol(), **inception.protocol(), "n": count, "method": method,
+        selection.protocol = {**resolved.protocol(device), **inception.protocol(), "n": count, "method": method,
                               "world_size": ranks.world if ranks else 1}  # fmt: skip
         if on_row is not None:
             on_row(selection)

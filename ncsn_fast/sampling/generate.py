@@ -179,10 +179,16 @@ class ResolvedPlan:
     data_init: bool
     nfe: int
 
-    def protocol(self) -> dict[str, Any]:
-        """The sampling half of an evaluation's protocol (FID records it with every result)."""
+    def protocol(self, device: torch.device | str = "cpu") -> dict[str, Any]:
+        """The sampling half of an evaluation's protocol (FID records it with every result); ``compile`` is the
+        network that ran on ``device`` ("eager", "jit", "aot"), with ``compile_asked`` where a plan's compile was
+        not worth it there (:func:`ncsn_fast.inference.compile_pays`)."""
         p = self.plan
         out: dict[str, Any] = {"sampler": p.sampler, "nfe": self.nfe, "seed": p.seed, "precision": p.precision}
+        asked, runs, _ = compile_mode(p, device)
+        out["compile"] = runs or "eager"
+        if asked != runs:
+            out["compile_asked"] = asked
         out["init"] = "data + σ1 noise" if self.data_init else "uniform [0, 1] (official)"
         if not p.budget:
             out.update(steps_each=self.n_steps_each, step_lr=self.step_lr, levels=len(self.sigmas))
@@ -208,6 +214,18 @@ def _short(value: Any) -> str:
     if isinstance(value, (list, tuple)) and len(value) > 3:
         return f"[{value[0]:.4g} … {value[-1]:.4g}] ({len(value)} levels)"
     return str(value)
+
+
+def compile_mode(plan: SamplingPlan, device: torch.device | str) -> tuple[str | None, str | None, str | None]:
+    """``(asked, runs, why)`` for a plan on ``device``: the compile mode asked ("jit", "aot" or None), the one that
+    runs (None: eager) and why it differs (:func:`ncsn_fast.inference.compile_pays`), else None."""
+    if plan.compile in (False, None):
+        return None, None, None
+    from ncsn_fast.inference import check_compile, compile_pays
+
+    asked = check_compile("compile", plan.compile)
+    why = compile_pays(device, plan.precision, asked)
+    return asked, (asked if why is None else None), why
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -287,14 +305,13 @@ def sample_batches(
     sizes = {b: min(batch_size, n - b * batch_size) for b in mine}
     bar = runtime.progress_bar(len(mine) * resolved.nfe + (len(mine) if both_modes else 0), "sampling", progress)
     rt = {"precision": p.precision, "backend": p.backend, "cuda_graphs": p.cuda_graphs}
-    if p.compile not in (False, None):
-        from ncsn_fast.inference import compile_pays, inference_network
+    _, runs, why = compile_mode(p, device)
+    if runs is not None:
+        from ncsn_fast.inference import inference_network
 
-        why = compile_pays(device, p.precision)
-        if why is None:
-            model = inference_network(model, p.precision, p.compile, device)  # samplers take it as it is
-        else:  # issue 23: --compile is never slower than eager; where it would be, it says so and runs eager
-            warnings.warn(f"compile: {why}; running eager", stacklevel=2)
+        model = inference_network(model, p.precision, runs, device)  # samplers take it as it is
+    elif why is not None:  # issue 23: --compile is never slower than eager; where it would be, it says so
+        warnings.warn(f"compile: {why}; running eager", stacklevel=2)
     try:
         for b in mine:
             gen = torch.Generator().manual_seed(batch_seed(p.seed, b))
