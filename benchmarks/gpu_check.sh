@@ -13,7 +13,8 @@
 #     it fails when the GPU is there but the CUDA kernels are not)
 #  4. the GPU tests (pytest -m cuda; budgets cover cold Triton and torch.compile)
 #  5. benchmarks: the op, the sde/Langevin updates, the model forward (fp32 and bf16 providers; ceilings of this
-#     GPU measured in the same run), sampling the bundled model (fp32 and bf16), Table 6
+#     GPU measured in the same run), the inference network eager/jit/aot with and without CUDA graphs
+#     (scripts/bench_inference.py), sampling the bundled model (fp32 and bf16), Table 6
 #
 #   bash benchmarks/gpu_check.sh [--dry-run] [OUT_DIR]   # OUT_DIR defaults to $OUT, else ./gpu_check_out
 #
@@ -125,8 +126,12 @@ step "sde/langevin benchmark" 45 "$OUT_DIR/bench_update.log" "$PY" -m pytest ben
   benchmarks/bench_langevin_step.py -q -p no:cacheprovider --benchmark-json="$OUT_DIR/bench_update.json"
 step "model benchmark (fp32 + bf16)" 120 "$OUT_DIR/bench_model.log" "$PY" -m pytest benchmarks/bench_model.py -q \
   -p no:cacheprovider -k "not compiled and not frozen" --benchmark-json="$OUT_DIR/bench_model.json"
+# The inference network (issue 23): eager, Inductor-compiled and an AOT package, fp32 and bf16, each also replayed
+# from a CUDA graph; first-call (compile) and cache-load costs beside the steady state, errors against eager.
+step "inference eager/jit/aot (fp32 + bf16 + CUDA graphs)" 150 "$OUT_DIR/bench_inference.log" "$PY" \
+  scripts/bench_inference.py --device cuda --precision fp32,bf16 --modes eager,jit,aot --cuda-graphs --repeats 30
 step "sampling benchmark (fp32 + bf16)" 60 "$OUT_DIR/bench_sampling.log" "$PY" -m pytest \
-  benchmarks/bench_sampling.py -q -p no:cacheprovider --benchmark-json="$OUT_DIR/bench_sampling.json"
+  benchmarks/bench_sampling.py -q -p no:cacheprovider -k "not aot" --benchmark-json="$OUT_DIR/bench_sampling.json"
 for precision in bf16 fp32; do
   step "table6 $precision" 45 "$OUT_DIR/table6_$precision.log" "$PY" -m ncsn_fast.cli bench table6 --device cuda \
     --datasets cifar10,celeba --precision "$precision" --k 3 --out "$OUT_DIR/table6_$precision"
@@ -139,6 +144,7 @@ done
   grep -h -A12 -E "^(machine ceilings|instance_norm_pp_elu|ncsnv2-forward|langevin-step|sde-step|sampling-digits)" \
     "$OUT_DIR"/bench_op.log "$OUT_DIR"/bench_update.log "$OUT_DIR"/bench_model.log "$OUT_DIR"/bench_sampling.log \
     2>/dev/null | grep -E "^(machine|instance|ncsnv2|langevin|sde|sampling|  )" || true
+  grep -h -E "^(digits|fp32|bf16) " "$OUT_DIR"/bench_inference.log 2>/dev/null | cut -c1-160 || true
   cat "$OUT_DIR"/table6_*/table6.md 2>/dev/null || true
   if ((${#not_run[@]})); then
     printf '== did not run (%d): ' "${#not_run[@]}"

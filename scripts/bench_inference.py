@@ -1,9 +1,16 @@
 """Eager vs compiled (jit) vs AOT package on the bundled digits model: ms per call (median), first-call costs.
 
     OMP_NUM_THREADS=2 python scripts/bench_inference.py --batch 36 --precision fp32 --repeats 20
+    python scripts/bench_inference.py --device cuda --precision fp32,bf16 --cuda-graphs   # benchmarks/gpu_check.sh
 
-Calls of the paths are interleaved (a shared machine's load falls on all alike); the AOT cache is a fresh temporary
-folder (the first call compiles), then a second InferenceNetwork loads the package from it (the cache-load time).
+Modes: eager, jit (Inductor + freezing), aot (a package per batch size, what ``inference_network`` builds), the
+same two with ``-lowered`` (``lower_norm=True``: Inductor lowers InstanceNorm++ + ELU instead of calling the fused
+kernel) and aot_dynamic (one package for every batch size: off in the library, its scores are checked here too).
+Calls of the paths are interleaved (a shared machine's load falls on all alike); each row gives its relative error
+against eager in the same precision. The AOT cache is a fresh temporary folder (the first call compiles), then a
+second network loads the package from it (the cache-load time). ``--cuda-graphs`` adds each mode replayed from a
+CUDA graph (``runtime.GraphedNetwork``, as ``ncsn-fast sample --cuda-graphs`` runs it). One block per precision,
+printed as soon as it is measured (a run cut short keeps what finished).
 """
 
 from __future__ import annotations
@@ -15,60 +22,95 @@ import time
 
 import torch
 
+MODES = ("eager", "jit", "aot", "jit-lowered", "aot-lowered", "aot_dynamic")
+
+
+def build(model, precision: str, mode: str, device: torch.device, cache: str):
+    from ncsn_fast.inference import inference_network
+
+    compile_ = {"eager": False, "aot_dynamic": "aot"}.get(mode, mode.removesuffix("-lowered"))
+    net = inference_network(model, precision, compile_, device, cache_dir=cache, lower_norm=mode.endswith("-lowered"))
+    net.dynamic_batch = mode == "aot_dynamic"
+    return net
+
+
+def block(model, precision: str, modes: list[str], x, sigma, args) -> None:
+    from ncsn_fast.sampling.runtime import GraphedNetwork
+
+    device = x.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    nets, lines = {}, {}
+    with tempfile.TemporaryDirectory() as cache, torch.no_grad():
+        for mode in modes:  # first calls: compile (jit), compile and write the package (aot)
+            t0 = time.perf_counter()
+            nets[mode] = build(model, precision, mode, device, cache)
+            out = nets[mode].score(x, sigma)
+            sync()
+            first = time.perf_counter() - t0
+            if mode == modes[0]:
+                ref = out
+            err = float((out - ref).norm() / ref.norm())
+            lines[mode] = f"first call {first:7.2f} s, rel err vs {modes[0]} {err:.2e}"
+            if mode.startswith("aot"):
+                t0 = time.perf_counter()
+                again = build(model, precision, mode, device, cache)
+                again._fns[(again._shape(x), x.device)] = again._package(x, None)  # what its first call does first
+                load = time.perf_counter() - t0
+                assert again.loads == 1 and again.compiles == 0
+                lines[mode] += f", from the cache: load {load:.3f} s"
+        if args.cuda_graphs:
+            for mode in list(nets):
+                graphed = GraphedNetwork(nets[mode].score, device)
+                graphed(x, sigma)
+                nets[f"{mode}+graphs"] = graphed
+                lines[f"{mode}+graphs"] = f"captures {graphed.captures}" + (
+                    f", CAPTURE FAILED ({graphed.fallback})" if graphed.fallback else ""
+                )
+        times: dict[str, list[float]] = {m: [] for m in nets}
+        for _ in range(args.repeats):  # interleaved: a shared machine's load falls on every path alike
+            for mode, net in nets.items():
+                score = net.score if hasattr(net, "score") and not isinstance(net, GraphedNetwork) else net
+                sync()
+                t = time.perf_counter()
+                score(x, sigma)
+                sync()
+                times[mode].append(time.perf_counter() - t)
+    base = statistics.median(times[modes[0]])
+    for mode, ts in times.items():
+        med = statistics.median(ts)
+        print(
+            f"{precision:5s} {mode:20s} {1e3 * med:8.3f} ms/call ({base / med:5.2f}x {modes[0]}; median of "
+            f"{args.repeats}, interleaved), {lines[mode]}",
+            flush=True,
+        )
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=36)
-    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--precision", default="fp32", help="one or more of fp32, bf16, fp16, comma-separated")
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--modes", default="eager,jit,aot", help="of eager, jit, aot, aot_static (a fixed batch size)")
+    ap.add_argument("--modes", default="eager,jit,aot", help=f"comma-separated, the first the baseline; of {MODES}")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cuda-graphs", action="store_true", help="also each mode replayed from a CUDA graph")
     args = ap.parse_args()
-    from ncsn_fast.inference import inference_network
+    modes = args.modes.split(",")
+    if unknown := [m for m in modes if m not in MODES]:
+        ap.error(f"--modes: unknown {unknown}; choose from {MODES}")
     from ncsn_fast.pretrained import load_pretrained
 
+    device = torch.device(args.device)
     model, cfg = load_pretrained("digits")
-    model.eval().requires_grad_(False)
+    model = model.to(device).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(0)
     size = cfg.data.image_size
-    x = torch.rand(args.batch, cfg.data.channels, size, size, generator=g).contiguous(memory_format=torch.channels_last)
-    sigma = torch.full((args.batch,), 0.5)
-    ref = None
-    print(
-        f"digits NCSNv2, batch {args.batch}, {args.precision}, threads {torch.get_num_threads()}, "
-        f"ISA {torch.backends.cpu.get_cpu_capability()}"
-    )
-    modes = args.modes.split(",")
-    nets, first, lines = {}, {}, {}
-    with tempfile.TemporaryDirectory() as cache, torch.no_grad():
-        for mode in modes:  # first calls: compile (jit), compile and write the package (aot)
-            t0 = time.perf_counter()
-            compile_ = {"eager": False, "aot_static": "aot"}.get(mode, mode)
-            nets[mode] = inference_network(model, args.precision, compile_, cache_dir=cache)
-            nets[mode].dynamic_batch = mode != "aot_static"  # aot_static: a package for this batch size only
-            out = nets[mode].score(x, sigma)
-            first[mode] = time.perf_counter() - t0
-            ref = out if ref is None else ref
-            lines[mode] = (
-                f"first call {first[mode]:7.2f} s, rel err vs {modes[0]} {float((out - ref).norm() / ref.norm()):.2e}"
-            )
-            if mode == "aot":
-                t0 = time.perf_counter()
-                again = inference_network(model, args.precision, "aot", cache_dir=cache)
-                again._fns[(tuple(x.shape), x.device)] = again._package(x, None)  # what its first call does first
-                load = time.perf_counter() - t0
-                again.score(x, sigma)
-                lines[mode] += (
-                    f", from the cache: load {load:.3f} s, load + first call {time.perf_counter() - t0:.3f} s"
-                )
-        times: dict[str, list[float]] = {m: [] for m in modes}
-        for _ in range(args.repeats):  # interleaved: a shared machine's load falls on every path alike
-            for mode in modes:
-                t = time.perf_counter()
-                nets[mode].score(x, sigma)
-                times[mode].append(time.perf_counter() - t)
-    for mode in modes:
-        med = 1e3 * statistics.median(times[mode])
-        print(f"{mode:6s} {med:8.2f} ms/call (median of {args.repeats}, interleaved), {lines[mode]}", flush=True)
+    x = torch.rand(args.batch, cfg.data.channels, size, size, generator=g).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)  # the layout generate.py samples in
+    sigma = torch.full((args.batch,), 0.5, device=device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    print(f"digits NCSNv2, batch {args.batch}, {where}, threads {torch.get_num_threads()}", flush=True)
+    for precision in args.precision.split(","):
+        block(model, precision, modes, x, sigma, args)
 
 
 if __name__ == "__main__":

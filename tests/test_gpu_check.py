@@ -21,6 +21,7 @@ STEPS = [
     "op benchmark",
     "sde/langevin benchmark",
     "model benchmark (fp32 + bf16)",
+    "inference eager/jit/aot (fp32 + bf16 + CUDA graphs)",
     "sampling benchmark (fp32 + bf16)",
     "table6 bf16",
     "table6 fp32",
@@ -54,3 +55,18 @@ def test_dry_run_names_every_step_that_did_not_run(tmp_path):
     assert "would run: env NCSN_FAST_BUILD_CUDA=1 " in out  # a CPU-only build is a failed build
     last = lines[-1]
     assert last == f"== did not run ({len(STEPS)}): " + ", ".join(STEPS), last
+
+
+def test_the_inference_benchmark_it_runs_works_here():
+    """The script of the GPU step "inference eager/jit/aot" on this CPU, eager only (seconds): one header line and
+    one row per mode, each with its ratio and error against the first mode. The GPU minutes are too few to lose a
+    step to a broken script."""
+    script = [sys.executable, str(REPO / "scripts" / "bench_inference.py"), "--repeats", "2", "--batch", "3"]
+    done = subprocess.run([*script, "--modes", "eager"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    head, row = done.stdout.splitlines()
+    assert head.startswith("digits NCSNv2, batch 3, ")
+    assert re.match(r"fp32  eager +[0-9.]+ ms/call \( 1\.00x eager; median of 2, interleaved\), first call", row), row
+    assert row.endswith("rel err vs eager 0.00e+00")
+    bad = subprocess.run([*script, "--modes", "eager,fast"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--modes: unknown ['fast']" in bad.stderr
