@@ -41,7 +41,8 @@ class SamplerSpec:
     """A sampler: ``function`` ("module:attribute", imported on first use), a one-line ``summary`` (the paper and
     method), ``evaluations`` (how the budget is spent, for the docs), ``min_nfe(options)`` (the smallest budget it
     accepts with those options), ``options``, and ``family``: "ode" (deterministic solver of the probability-flow
-    ODE), "sde" (a stochastic solver) or "langevin" (ald, cas, pc: their own geometric levels)."""
+    ODE), "sde" (a stochastic solver) or "langevin" (ald, cas, pc: their own geometric levels); ``levels(budget)``:
+    how many noise levels a σ-schedule solver takes for the evaluations left to it (heun: (budget + 1)/2)."""
 
     name: str
     function: str
@@ -51,6 +52,7 @@ class SamplerSpec:
     options: tuple[Option, ...]
     family: str
     extra: tuple[str, ...] = field(default=())  # keyword parameters kept out of the declaration (library-only)
+    levels: Callable[[int], int] = field(default=lambda budget: budget)
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
@@ -149,7 +151,7 @@ SPECS: dict[str, SamplerSpec] = {
                 _opt("s_tmin", float, 0.0, "churn only for σ ≥ s_tmin", "nonnegative"),
                 _opt("s_tmax", float, float("inf"), "churn only for σ ≤ s_tmax", "positive"),
                 S_NOISE, SCHEDULE, *CORRECTOR,
-            ), "ode",
+            ), "ode", levels=lambda budget: (budget + 1) // 2,  # N levels: 2N − 1 evaluations
         ),
         SamplerSpec(
             "euler", "ncsn_fast.sampling.samplers:euler",

@@ -94,7 +94,7 @@ def digits_table(
         if not only or label in only:
             plans += [(label, SamplingPlan(sampler=name, nfe=nfe, options=options), nfe) for nfe in nfes]
     out_rows = []
-    jobs = [(label, plan, nfe, n, seed) for label, plan, nfe in plans]
+    jobs = [(label, plan, nfe, n, seed, processes > 1) for label, plan, nfe in plans]
     if processes > 1:  # one thread each, the rows spread over the cores (the same judge judges every row)
         import multiprocessing as mp
 
@@ -107,7 +107,7 @@ def digits_table(
     print(f"bundled digits model, {n} samples per row (seed {seed}), batch 100, {processes} process(es) × {threads} "
           f"thread(s); classifier held-out accuracy {clf[1]:.3f}\n")  # fmt: skip
     print("| sampler | NFE | confident (p ≥ 0.8) | smallest class share | ms per sample |\n|---|---|---|---|---|")
-    for (label, _plan, nfe, _, _), (images, ms) in zip(jobs, results, strict=True):
+    for (label, _plan, nfe, *_), (images, ms) in zip(jobs, results, strict=True):
         if images is None:
             continue
         rep = score_digit_samples(images, classifier=clf)
@@ -121,12 +121,13 @@ def digits_table(
 
 
 def _run_row(job: tuple) -> tuple[torch.Tensor | None, float]:
-    """(images, ms per sample) of one table row; None for a budget below the sampler's minimum."""
+    """(images, ms per sample) of one table row; None for a budget below the sampler's minimum. ``single``: one
+    thread (rows run in parallel processes)."""
     from ncsn_fast.pretrained import load_pretrained
     from ncsn_fast.sampling import sample_batches
 
-    label, plan, nfe, n, seed = job
-    if torch.get_num_threads() > 1 and _run_row.single:
+    label, plan, nfe, n, seed, single = job
+    if single:
         torch.set_num_threads(1)
     model, cfg = load_pretrained("digits")
     model = model.to(memory_format=torch.channels_last)  # as the CLI runs it
@@ -139,9 +140,6 @@ def _run_row(job: tuple) -> tuple[torch.Tensor | None, float]:
         except ValueError:
             return None, 0.0
     return images, 1000 * (time.time() - t) / n
-
-
-_run_row.single = False
 
 
 def main() -> None:
@@ -158,7 +156,6 @@ def main() -> None:
     if a.what == "gmm":
         result = gmm_table(a.n or 4000, a.only, tuple(a.nfes or NFES))
     else:
-        _run_row.single = a.processes > 1
         result = digits_table(a.n or 100, out, a.only, tuple(a.nfes or NFES), a.seed, a.processes)
         from ncsn_fast.plotting import sampler_comparison_figure, save_figure
 

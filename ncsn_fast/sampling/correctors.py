@@ -19,7 +19,6 @@ corrected x is the new state, the earlier denoised values stay — as a predicto
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,13 +103,15 @@ def solver_schedule(
     sigma_max: float,
     sigma_min: float,
     rho: float,
-    levels: Callable[[int], int] = lambda budget: budget,
 ) -> list[float]:
     """A σ-schedule solver's levels σ_0 … σ_{n−1}, 0 (:func:`~ncsn_fast.sampling.schedules.solver_sigmas`) for the
-    budget the corrector leaves it (``levels(budget)`` levels: heun's (budget + 1)/2), with the corrector bound to
-    them. ValueError naming ``nfe`` when the corrector leaves less than ``minimum``, or ``schedule``."""
+    budget the corrector leaves it (the sampler's ``SamplerSpec.levels`` of it: heun's (budget + 1)/2), with the
+    corrector bound to them. ValueError naming ``nfe`` when the corrector leaves less than ``minimum``, or
+    ``schedule``."""
+    from ncsn_fast.sampler_specs import spec
     from ncsn_fast.sampling.schedules import solver_sigmas
 
-    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, levels(corrector.solver_budget(nfe, sampler, minimum)), rho)
+    levels = spec(sampler).levels(corrector.solver_budget(nfe, sampler, minimum))
+    sigmas = solver_sigmas(schedule, sigma_max, sigma_min, levels, rho)
     corrector.bind(sigmas)
     return sigmas

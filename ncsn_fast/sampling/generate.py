@@ -152,7 +152,7 @@ class SamplingPlan:
 
         family = spec(self.sampler).family
         steps = nfe - int(self.options.get("corrector_steps") or 0) * int(self.options.get("corrector_levels") or 1)
-        levels = (steps + 1) // 2 if self.sampler == "heun" else steps
+        levels = spec(self.sampler).levels(steps)
         solver = "sde" if family == "sde" else "ode"
         sigma_max, sigma_min = float(cfg.model.sigma_begin), float(cfg.model.sigma_end)
         found = load_tuned_schedule(

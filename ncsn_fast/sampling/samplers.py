@@ -256,8 +256,7 @@ def heun(
         raise ValueError(f"churn: must be ≥ 0, got {churn}")
     corrector = LangevinCorrector(corrector_steps, corrector_levels, corrector_snr)
     net, noise, x = prepare(score, x0, sigma_max, sigma_min, generator, seed, precision, backend, cuda_graphs)
-    levels = lambda budget: (budget + 1) // 2  # noqa: E731
-    sigmas = solver_schedule(corrector, "heun", 3, nfe, schedule, sigma_max, sigma_min, rho, levels)
+    sigmas = solver_schedule(corrector, "heun", 3, nfe, schedule, sigma_max, sigma_min, rho)
     N = len(sigmas) - 1
     bar = runtime.progress_bar(2 * N - 1 + corrector.evaluations, "heun", progress)
     for i in range(N):
