@@ -325,16 +325,20 @@ def compile_rows(
     gen: torch.Generator | None = None,
     progress: Callable[[Row], None] | None = None,
     cache_dir: str | None = None,
+    bf16: bool | None = None,
 ) -> list[Row]:
     """A tiny NCSNv2 (ngf 8, 16×16, batch 8) through the inference network: each compile mode in ``modes`` against
     eager in fp32 (relative error ≤ 1e-5; the time of its first call, the compile, in the note), the median time of
     every path, then which path is fastest on this machine (for this tiny network: a hint, not a benchmark —
-    ``scripts/bench_inference.py`` measures the real one)."""
+    ``scripts/bench_inference.py`` measures the real one). ``bf16`` (default: where the device has bf16 units) adds
+    each mode in bf16, whose error against fp32 eager must be at most twice eager bf16's own (issue 23)."""
     import tempfile
+    import warnings
 
     from ncsn_fast.config import load_config
     from ncsn_fast.inference import inference_network
     from ncsn_fast.models import build_model
+    from ncsn_fast.precision import hardware_half
 
     device = torch.device(device)
     gen = gen or torch.Generator().manual_seed(0)
@@ -362,6 +366,22 @@ def compile_rows(
             except Exception as exc:
                 row.ok, row.note = False, _first_line(exc)
             rows.append(row)
+        if hardware_half(device, "bf16") if bf16 is None else bf16:
+            with warnings.catch_warnings():  # emulated bf16 says so once per network: a check, not a choice
+                warnings.simplefilter("ignore", RuntimeWarning)
+                half = inference_network(model, "bf16")
+                floor = rel_err(half(x, sigma), truth)
+                for mode in modes:
+                    name = f"tiny NCSNv2 compiled {mode} bf16 vs fp32 eager ({device.type})"
+                    row = Row("compile", name, tolerance=2 * floor)
+                    try:
+                        out = inference_network(model, "bf16", mode, cache_dir=cache_dir or tmp)(x, sigma)
+                        row.error = rel_err(out, truth)
+                        row.ok = bool(row.error <= row.tolerance)
+                        row.note = f"eager bf16's own error {floor:.2e}; allowed twice that"
+                    except Exception as exc:
+                        row.ok, row.note = False, _first_line(exc)
+                    rows.append(row)
     for r in rows:
         if progress:
             progress(r)
