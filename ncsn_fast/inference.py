@@ -15,7 +15,7 @@ included); the checks of σ (read on the host) and Technique 3's division by σ 
 - ``compile="aot"``: ``torch.export`` and ``torch._inductor.aoti_compile_and_package``, with freezing, cached as a
   ``.pt2`` package under ``$NCSN_FAST_CACHE_DIR``, else ``$XDG_CACHE_HOME/ncsn-fast``, else ``~/.cache/ncsn-fast``
   (``cache_dir=`` overrides all three). The key hashes the weights, the input shape (batch size included: another
-  batch size is another package; a dynamic batch gave wrong scores, see ``dynamic_batch``), the precision, the
+  batch size is another package; a dynamic batch is 10% slower, see ``dynamic_batch``), the precision, the
   device (and GPU architecture), the torch version, the CPU's ISA (``torch.backends.cpu.get_cpu_capability()``)
   and the ncsn-fast version. A later run loads the package (0.1 s) instead of compiling; an unreadable package is
   rebuilt with a one-line warning.
@@ -177,7 +177,11 @@ class InferenceNetwork:
         fmt = torch.channels_last if precision != "fp32" or device.type == "cpu" else torch.contiguous_format
         if precision != "fp32":
             net = net.to(dtype=self.dtype)
-        self.features = _Features(net.to(memory_format=fmt), self.dtype, fmt).eval()
+        net = net.to(memory_format=fmt)
+        for p in net.parameters():  # (C_out, 1, k, k) weights in NCHW strides: see dynamic_batch
+            if p.dim() == 4 and p.shape[1] == 1:
+                p.data = p.data.clone(memory_format=torch.contiguous_format)
+        self.features = _Features(net, self.dtype, fmt).eval()
         self.memory_format = fmt
         self._weights: str | None = None
         if mode == "jit" and lower_norm:
@@ -185,10 +189,13 @@ class InferenceNetwork:
         elif mode == "jit":
             self._jit = torch.compile(self.features, options={"freezing": True}, dynamic=False)
 
-    # AOT with a dynamic batch dimension (one package for every batch size): off. On torch 2.14.1 the digits model
-    # exported from an example of repeated rows (x[:1].repeat(2)) gave wrong scores at every batch size (relative
-    # error 1.35 against eager), while exported from random examples of batch 2 or 3 it was right (≤ 5e-7 at batch 1,
-    # 3, 5, 36). Not understood, so each batch size gets its own package (the key holds it).
+    # AOT with a dynamic batch dimension (one package for every batch size): correct, but off. On torch 2.14.1 (CPU)
+    # AOTInductor with freezing and a dynamic batch computes a wrong convolution when a (C_out, 1, k, k) weight has
+    # channels-last strides (minimal case: nn.Conv2d(1, 8, 3, padding=1).to(memory_format=torch.channels_last),
+    # relative error 1.41; NCHW strides, C_in > 1, a static batch or no freezing are right). Such weights (the first
+    # convolution of a one-channel model) are given NCHW strides above, the same bytes. Measured then (AVX2, the
+    # digits model, batch 36, scripts/bench_inference.py --modes eager,aot,aot_dynamic): static 91.5 ms per call,
+    # dynamic 100.4, eager 150.6. So each batch size gets its own package (the key holds it) by default.
     dynamic_batch = False
 
     def check_input(self, name: str, x: Any) -> torch.Tensor:
