@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -86,13 +87,34 @@ def compile_pays(device: torch.device | str, precision: str, mode: str = "aot") 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where AOT packages live: ``cache_dir``, else $NCSN_FAST_CACHE_DIR, else $XDG_CACHE_HOME/ncsn-fast, else
-    ~/.cache/ncsn-fast."""
+    ~/.cache/ncsn-fast. One package per model, input shape (batch size included), precision and device: delete the
+    folder to clear them."""
+    return _cache_root(cache_dir)[0]
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> tuple[Path, str]:
+    """(the cache folder, the name of the setting it comes from)."""
     if cache_dir is not None:
-        return Path(cache_dir)
+        return Path(cache_dir), "cache_dir"
     if os.environ.get("NCSN_FAST_CACHE_DIR"):
-        return Path(os.environ["NCSN_FAST_CACHE_DIR"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "ncsn-fast"
+        return Path(os.environ["NCSN_FAST_CACHE_DIR"]), "NCSN_FAST_CACHE_DIR"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "ncsn-fast", "XDG_CACHE_HOME"
+    return Path(os.path.expanduser("~")) / ".cache" / "ncsn-fast", "HOME"
+
+
+def check_cache_dir(cache_dir: str | os.PathLike | None = None, writable: bool = True) -> Path:
+    """The AOT cache folder (:func:`cache_root`), made if missing; a ValueError naming the setting it comes from
+    (``cache_dir``, ``NCSN_FAST_CACHE_DIR``, ``XDG_CACHE_HOME`` or ``HOME``) when it cannot be made, or (``writable``)
+    written: a read-only folder of packages built elsewhere can still be loaded from."""
+    root, name = _cache_root(cache_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{name}: cannot make the compiled-package cache {root} ({e.strerror or e})") from None
+    if writable and not os.access(root, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: the compiled-package cache {root} is not writable")
+    return root
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -263,7 +285,8 @@ class InferenceNetwork:
                 return fn
             except Exception as e:  # a torn or stale package: compile it again
                 why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                warnings.warn(f"ncsn-fast: cached package {path} is unreadable ({why}); rebuilding it", stacklevel=4)
+                warnings.warn(f"cached package {path} is unreadable ({why}); rebuilding it", stacklevel=4)
+        check_cache_dir(self.cache_dir)  # before a minute of compiling: an error naming where the folder comes from
         _compile_package(self, x, y, path)
         self.compiles += 1
         return self._load(path)
@@ -315,10 +338,15 @@ def _compile_package(net: InferenceNetwork, x: torch.Tensor, y: torch.Tensor | N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.pt2", dir=path.parent)
     os.close(fd)
+    quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found" on every CPU-only compile
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=tmp, inductor_configs={"freezing": True})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would keep a shared cache from others
         os.replace(tmp, path)
     finally:
+        quiet.setLevel(level)
         if os.path.exists(tmp):
             os.unlink(tmp)
     shape = "×".join(map(str, net._shape(x)))
@@ -331,6 +359,18 @@ def _compile_package(net: InferenceNetwork, x: torch.Tensor, y: torch.Tensor | N
     )
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def inference_network(
     model: torch.nn.Module,
     precision: str = "fp32",
@@ -341,12 +381,17 @@ def inference_network(
 ) -> InferenceNetwork:
     """The ncsn-fast ``model`` for inference: ``net(x, c)`` (c = σ (N,) float or labels (N,) long) and
     ``net.score(x, σ)``, float32 in and out, in ``precision`` ("fp32", "bf16", "fp16"), eager (``compile=False``),
-    compiled with Inductor and freezing (True or "jit") or as an AOT package from the cache ("aot"). ``device``
+    compiled with Inductor and freezing (True or "jit", torch.compile's sense; the CLI's bare ``--compile`` is
+    "aot", since a command is one process) or as an AOT package from the cache ("aot"). Compiling is lazy: the first
+    call of each input shape compiles (jit), or loads or compiles and caches the package of that shape (aot, one per
+    batch size; it prints what it compiled and how long it took). This function compiles whenever asked, also where
+    the CLI would run eager (:func:`compile_pays`). ``device``
     (default: the model's) is where it runs; ``cache_dir`` overrides the AOT cache folder. ``lower_norm`` (compiled
     paths only): Inductor lowers InstanceNorm++ + ELU from aten ops
     (:func:`ncsn_fast.ops.instance_norm_pp_elu.decomposition`), free to fuse it with its neighbours, instead of
     calling the fused kernel — off by default: on an AVX2 CPU in fp32 it was slower (see :mod:`ncsn_fast.inference`).
-    See :mod:`ncsn_fast.inference`. Errors name the parameter."""
+    See :mod:`ncsn_fast.inference`. Errors name the parameter (``cache_dir`` or the environment variable when the
+    cache folder cannot be made or written)."""
     from ncsn_fast.validation import describe
 
     if not (isinstance(model, torch.nn.Module) and callable(getattr(model, "features", None))):

@@ -204,6 +204,8 @@ def test_aot_fp32_equals_eager_and_writes_one_package(v2, aot_cache):
         assert rel_err(net(x, labels), v2(x, labels)) <= 1e-5
     assert net.compiles == 1 and net.loads == 0
     assert [p.name for p in folder.iterdir()] == [next(iter(net.paths.values())).name]  # no temp file left
+    mode = next(folder.iterdir()).stat().st_mode & 0o777
+    assert mode == 0o666 & ~inference._umask(), oct(mode)  # as any file the user writes, not mkstemp's 0600
 
 
 @pytest.mark.slow
@@ -237,7 +239,7 @@ def test_aot_corrupt_package_is_rebuilt_with_a_warning(v2, aot_cache, tmp_path, 
     monkeypatch.setattr(inference, "_compile_package", recompile)
     net = inference_network(v2, compile="aot", cache_dir=tmp_path)
     x, _, sigmas = inputs(v2)
-    with pytest.warns(UserWarning, match="unreadable.*rebuilding it"), torch.no_grad():
+    with pytest.warns(UserWarning, match=r"^cached package .* is unreadable.*rebuilding it"), torch.no_grad():
         again = net(x, sigmas)
     assert rebuilt == [torn] and net.compiles == 1 and torch.equal(again, out)
     assert inference_network(v2, compile="aot", cache_dir=tmp_path)._package(x, None) is not None
@@ -408,3 +410,31 @@ def test_aot_dynamic_batch_is_right_for_a_one_channel_model(v2, tmp_path):
             x, labels, sigmas = inputs(v2, n, seed=n)
             assert rel_err(net(x, sigmas), v2.score(x, sigmas)) <= 1e-5, n
     assert net.compiles == 1
+
+
+def test_a_cache_folder_that_cannot_be_made_names_its_setting(monkeypatch, tmp_path, capfd):
+    """Before any compiling (and, from the CLI, before loading the model): one line naming where the folder came
+    from; nothing written."""
+    from ncsn_fast.cli import main
+    from ncsn_fast.inference import check_cache_dir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.delenv("NCSN_FAST_CACHE_DIR", raising=False)
+    with pytest.raises(ValueError, match=r"^cache_dir: cannot make the compiled-package cache .*a-file/x"):
+        check_cache_dir(blocker / "x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(ValueError, match="^XDG_CACHE_HOME: cannot make"):
+        check_cache_dir()
+    monkeypatch.setenv("NCSN_FAST_CACHE_DIR", str(blocker / "y"))
+    with pytest.raises(ValueError, match="^NCSN_FAST_CACHE_DIR: cannot make"):
+        check_cache_dir()
+    with pytest.raises(ValueError, match="^NCSN_FAST_CACHE_DIR: cannot make"):  # the API, on the first call
+        net = inference_network(tiny(), compile="aot")
+        x, _, sigmas = inputs(net.model)
+        net(x, sigmas)
+    out = tmp_path / "out"
+    assert main(["sample", "--nfe", "3", "--n", "2", "--quiet", "--compile", "--out", str(out)]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ncsn-fast: error: --compile: NCSN_FAST_CACHE_DIR: cannot make"), err
+    assert not out.exists()

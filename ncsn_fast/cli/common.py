@@ -171,8 +171,8 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
         default=None,
         choices=["jit", "aot"],
         help="compile the network: aot (the default of a bare --compile: Inductor with frozen weights, an "
-        "AOTInductor package cached under $NCSN_FAST_CACHE_DIR or ~/.cache/ncsn-fast; the first run compiles, "
-        "later runs load it) or jit (torch.compile in this process, compiled again by every run: on a CPU it "
+        "AOTInductor package per batch size cached under $NCSN_FAST_CACHE_DIR or ~/.cache/ncsn-fast; the first run "
+        "compiles, later runs load it) or jit (torch.compile in this process, compiled again by every run: on a CPU it "
         "runs eager, saying why); see ncsn_fast.inference.compile_pays",
     )
     p.add_argument("--seed", type=int, default=0)
@@ -222,6 +222,19 @@ def sampling_plan(args: argparse.Namespace, **extra: Any) -> Any:
         if plan.compile and getattr(args, flag, None):
             raise CommandError(f"--compile: compiles the sampling of new images, not --{flag}")
     try:
-        return plan.check()
+        plan = plan.check()
     except (ValueError, TypeError) as exc:
         raise CommandError(to_flag(str(exc), vars(args), getattr(args, "flag_names", None))) from None
+    if plan.compile == "aot":  # a cache folder that cannot be made: said now, not after loading the model
+        from ncsn_fast.inference import check_cache_dir, compile_pays
+
+        try:
+            used = compile_pays(getattr(args, "device", None) or "cpu", plan.precision, "aot") is None
+        except RuntimeError:  # a malformed --device: its own check names it later
+            used = False
+        try:
+            if used:
+                check_cache_dir(writable=False)
+        except ValueError as exc:
+            raise CommandError(f"--compile: {exc}") from None
+    return plan
