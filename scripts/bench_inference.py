@@ -66,10 +66,10 @@ def block(model, precision: str, modes: list[str], x, sigma, args) -> None:
                 lines[f"{mode}+graphs"] = f"captures {graphed.captures}" + (
                     f", CAPTURE FAILED ({graphed.fallback})" if graphed.fallback else ""
                 )
+        calls = {m: net if isinstance(net, GraphedNetwork) else net.score for m, net in nets.items()}
         times: dict[str, list[float]] = {m: [] for m in nets}
         for _ in range(args.repeats):  # interleaved: a shared machine's load falls on every path alike
-            for mode, net in nets.items():
-                score = net.score if hasattr(net, "score") and not isinstance(net, GraphedNetwork) else net
+            for mode, score in calls.items():
                 sync()
                 t = time.perf_counter()
                 score(x, sigma)

@@ -225,16 +225,17 @@ def sampling_plan(args: argparse.Namespace, **extra: Any) -> Any:
         plan = plan.check()
     except (ValueError, TypeError) as exc:
         raise CommandError(to_flag(str(exc), vars(args), getattr(args, "flag_names", None))) from None
-    if plan.compile == "aot":  # a cache folder that cannot be made: said now, not after loading the model
-        from ncsn_fast.inference import check_cache_dir, compile_pays
+    from ncsn_fast.sampling.generate import compile_mode
+
+    try:
+        _, runs, _ = compile_mode(plan, getattr(args, "device", None) or "cpu")
+    except RuntimeError:  # a malformed --device: its own check names it later
+        runs = None
+    if runs == "aot":  # a cache folder that cannot be made: said now, not after loading the model
+        from ncsn_fast.inference import check_cache_dir
 
         try:
-            used = compile_pays(getattr(args, "device", None) or "cpu", plan.precision, "aot") is None
-        except RuntimeError:  # a malformed --device: its own check names it later
-            used = False
-        try:
-            if used:
-                check_cache_dir(writable=False)
+            check_cache_dir(writable=False)
         except ValueError as exc:
             raise CommandError(f"--compile: {exc}") from None
     return plan
